@@ -148,7 +148,6 @@ def _load_builtins() -> None:
     global _builtins_loaded
     if _builtins_loaded:
         return
-    _builtins_loaded = True
     import importlib
 
     from registry.plugins import load_plugins
@@ -156,6 +155,7 @@ def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
     load_plugins()
+    _builtins_loaded = True
 
 
 # Modules whose import registers the built-in components (registry imports nothing

@@ -1,0 +1,1 @@
+"""Building blocks of world-model agents, one kind per module, each registered by name."""

@@ -1,0 +1,143 @@
+"""Observation decoders: ``dists = decoder(features)``, one distribution per observation key.
+
+    conv   transposed CNN to 64x64 images (paper: depth 48, kernels 5,5,6,6), unit-variance Gaussian on pixels
+    mlp    MLP to every vector key, unit-variance Gaussian
+    multi  both (the default)
+
+``decoder.loss(dists, obs)`` gives the negative log-likelihood per key ``[B, T]``.
+Which heads send gradients into the world model is the recipe's ``grad_heads``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import distributions as D
+from torch import nn
+
+from components.encoders import image_keys, preprocess_image, vector_keys
+from components.nets import MLP, activation
+from registry import ConfigError, register
+
+
+@dataclass
+class ConvDecoderConfig:
+    """Transposed convolutions from a 1x1 map with 32 * depth channels up to 64x64."""
+
+    depth: int = 48
+    kernels: list[int] = field(default_factory=lambda: [5, 5, 6, 6])
+    act: str = "elu"
+    norm: bool = False
+
+
+@dataclass
+class MLPDecoderConfig:
+    """Dense layers to the concatenated vector observations."""
+
+    layers: int = 4
+    units: int = 400
+    act: str = "elu"
+    norm: bool = True
+
+
+class _Decoder(nn.Module):
+    """Shared loss: negative log-likelihood of each decoded key."""
+
+    image_keys: list[str] = []
+
+    def loss(self, dists: dict, obs) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, dist in dists.items():
+            target = preprocess_image(obs[key]) if key in self.image_keys else obs[key].float()
+            out[key] = -dist.log_prob(target)
+        return out
+
+
+class ConvDecoder(_Decoder):
+    """Transposed CNN that decodes features into every image key (split along channels)."""
+
+    def __init__(self, cfg: ConvDecoderConfig, feat_dim: int, obs_space: dict):
+        super().__init__()
+        self.image_keys = image_keys(obs_space)
+        if not self.image_keys:
+            raise ConfigError(f"decoder: conv needs an image observation; got {obs_space}")
+        self.channels = [obs_space[k][0] for k in self.image_keys]
+        shape = obs_space[self.image_keys[0]]
+        n = len(cfg.kernels)
+        self.linear = nn.Linear(feat_dim, 32 * cfg.depth)
+        layers: list[nn.Module] = []
+        in_ch = 32 * cfg.depth
+        for i, kernel in enumerate(cfg.kernels):
+            last = i == n - 1
+            out_ch = sum(self.channels) if last else cfg.depth * 2 ** (n - i - 2)
+            layers.append(nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2, bias=last or not cfg.norm))
+            if not last:
+                if cfg.norm:
+                    layers.append(nn.GroupNorm(1, out_ch))
+                layers.append(activation(cfg.act))
+            in_ch = out_ch
+        self.net = nn.Sequential(*layers)
+        with torch.no_grad():
+            out_shape = self.net(torch.zeros(1, 32 * cfg.depth, 1, 1)).shape[-2:]
+        if tuple(out_shape) != tuple(shape[1:]):
+            raise ConfigError(
+                f"decoder.kernels {list(cfg.kernels)} produce {tuple(out_shape)} images but the "
+                f"observations are {tuple(shape[1:])}; the defaults [5,5,6,6] fit 64x64"
+            )
+
+    def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
+        lead = features.shape[:-1]
+        x = self.linear(features).reshape(-1, self.linear.out_features, 1, 1)
+        mean = self.net(x).float()
+        mean = mean.reshape(*lead, *mean.shape[1:])
+        splits = mean.split(self.channels, -3)
+        return {k: D.Independent(D.Normal(m, 1.0), 3) for k, m in zip(self.image_keys, splits)}
+
+
+class MLPDecoder(_Decoder):
+    """MLP that decodes features into every vector key."""
+
+    def __init__(self, cfg: MLPDecoderConfig, feat_dim: int, obs_space: dict):
+        super().__init__()
+        self.keys = vector_keys(obs_space)
+        if not self.keys:
+            raise ConfigError(f"decoder: mlp needs a vector observation; got {obs_space}")
+        self.sizes = [obs_space[k][0] for k in self.keys]
+        self.net = MLP(feat_dim, sum(self.sizes), cfg.layers, cfg.units, cfg.act, cfg.norm)
+
+    def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
+        out = self.net(features).float().split(self.sizes, -1)
+        return {k: D.Independent(D.Normal(m, 1.0), 1) for k, m in zip(self.keys, out)}
+
+
+@dataclass
+class MultiDecoderConfig:
+    """Settings of the image (conv) and vector (mlp) parts."""
+
+    conv: ConvDecoderConfig = field(default_factory=ConvDecoderConfig)
+    mlp: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
+
+
+class MultiDecoder(_Decoder):
+    """A conv decoder for the image keys and an MLP decoder for the vector keys (either may be absent)."""
+
+    def __init__(self, cfg: MultiDecoderConfig, feat_dim: int, obs_space: dict):
+        super().__init__()
+        parts = {}
+        if image_keys(obs_space):
+            parts["conv"] = ConvDecoder(cfg.conv, feat_dim, obs_space)
+        if vector_keys(obs_space):
+            parts["mlp"] = MLPDecoder(cfg.mlp, feat_dim, obs_space)
+        if not parts:
+            raise ConfigError(f"decoder: no image (C,H,W) or vector (D,) observations in {obs_space}")
+        self.parts = nn.ModuleDict(parts)
+        self.image_keys = image_keys(obs_space)
+
+    def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
+        return {k: d for part in self.parts.values() for k, d in part(features).items()}
+
+
+register("decoder", "conv", ConvDecoderConfig)(ConvDecoder)
+register("decoder", "mlp", MLPDecoderConfig)(MLPDecoder)
+register("decoder", "multi", MultiDecoderConfig)(MultiDecoder)

@@ -1,0 +1,151 @@
+"""Prediction heads: an MLP on the model features that outputs a distribution.
+
+Registered heads (used for reward, discount, critic and actor):
+
+    normal        unit-variance Gaussian over a scalar (the paper's MSE heads)
+    bernoulli     Bernoulli over a scalar in [0, 1] (the discount head)
+    onehot        one-hot categorical with straight-through samples (discrete actions)
+    trunc_normal  Normal truncated to [-1, 1] with reparameterised samples (continuous actions)
+
+Build with ``registry.build("head", cfg, in_dim=..., out_dim=...)``; calling the
+head on features ``[..., in_dim]`` returns a torch Distribution.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+from torch import nn
+
+from components.nets import MLP
+from registry import register
+
+
+@dataclass
+class HeadConfig:
+    """MLP body of a head: ``layers`` x ``units`` with activation ``act`` and LayerNorm if ``norm``."""
+
+    layers: int = 4
+    units: int = 400
+    act: str = "elu"
+    norm: bool = True
+
+
+@dataclass
+class TruncNormalConfig(HeadConfig):
+    """Actor head for continuous actions; std = 2 * sigmoid(raw / 2) + min_std (official)."""
+
+    min_std: float = 0.1
+
+
+class Head(nn.Module):
+    """MLP whose output parameterises a distribution (``make_dist``)."""
+
+    def __init__(self, cfg: HeadConfig, in_dim: int, params_dim: int, make_dist):
+        super().__init__()
+        self.net = MLP(in_dim, params_dim, cfg.layers, cfg.units, cfg.act, cfg.norm)
+        self.make_dist = make_dist
+
+    def forward(self, features: torch.Tensor) -> D.Distribution:
+        return self.make_dist(self.net(features).float())
+
+
+@register("head", "normal", HeadConfig)
+def normal(cfg: HeadConfig, in_dim: int, out_dim: int = 1) -> Head:
+    """Unit-variance Gaussian: -log_prob is half the squared error plus a constant."""
+    if out_dim == 1:
+        return Head(cfg, in_dim, 1, lambda p: D.Normal(p.squeeze(-1), 1.0))
+    return Head(cfg, in_dim, out_dim, lambda p: D.Independent(D.Normal(p, 1.0), 1))
+
+
+@register("head", "bernoulli", HeadConfig)
+def bernoulli(cfg: HeadConfig, in_dim: int, out_dim: int = 1) -> Head:
+    """Bernoulli over a scalar target in [0, 1] (soft targets allowed), e.g. the discount."""
+    return Head(cfg, in_dim, 1, lambda p: SoftBernoulli(logits=p.squeeze(-1)))
+
+
+@register("head", "onehot", HeadConfig)
+def onehot(cfg: HeadConfig, in_dim: int, out_dim: int) -> Head:
+    """One-hot categorical over ``out_dim`` actions; samples carry straight-through gradients."""
+    return Head(cfg, in_dim, out_dim, lambda p: OneHot(logits=p))
+
+
+@register("head", "trunc_normal", TruncNormalConfig)
+def trunc_normal(cfg: TruncNormalConfig, in_dim: int, out_dim: int) -> Head:
+    """Diagonal Normal truncated to [-1, 1]: mean tanh(raw), std 2*sigmoid(raw/2) + min_std."""
+
+    def make(p: torch.Tensor) -> D.Independent:
+        mean, raw_std = p.chunk(2, -1)
+        std = 2 * torch.sigmoid(raw_std / 2) + cfg.min_std
+        return D.Independent(TruncatedNormal(torch.tanh(mean), std), 1)
+
+    return Head(cfg, in_dim, 2 * out_dim, make)
+
+
+class SoftBernoulli(D.Bernoulli):
+    """Bernoulli whose log_prob also accepts soft targets in [0, 1] (gamma * (1 - terminal))."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__(logits=logits, validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(self.logits, value.to(self.logits.dtype), reduction="none")
+
+
+class OneHot(D.OneHotCategoricalStraightThrough):
+    """One-hot categorical whose ``mode`` is the one-hot argmax and ``rsample`` is straight-through."""
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.logits.dtype)
+
+
+class TruncatedNormal(D.Distribution):
+    """Normal(loc, scale) truncated to [low, high]; rsample by the inverse CDF (differentiable)."""
+
+    arg_constraints: dict = {}
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, low: float = -1.0, high: float = 1.0):
+        self.loc, self.scale, self.low, self.high = loc, scale, low, high
+        self._a = (low - loc) / scale
+        self._b = (high - loc) / scale
+        self._cdf_a = torch.special.ndtr(self._a)
+        self._z = (torch.special.ndtr(self._b) - self._cdf_a).clamp(min=1e-6)
+        super().__init__(loc.shape, validate_args=False)
+
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+        shape = self._extended_shape(sample_shape)
+        u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
+        x = torch.special.ndtri(self._cdf_a + u * self._z) * self.scale + self.loc
+        eps = 1e-6
+        return x.clamp(self.low + eps, self.high - eps)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        x = (value - self.loc) / self.scale
+        return -0.5 * x**2 - 0.5 * math.log(2 * math.pi) - self.scale.log() - self._z.log()
+
+    def entropy(self) -> torch.Tensor:
+        pdf_a, pdf_b = _std_pdf(self._a), _std_pdf(self._b)
+        return (
+            0.5 * math.log(2 * math.pi * math.e)
+            + self.scale.log()
+            + self._z.log()
+            + (self._a * pdf_a - self._b * pdf_b) / (2 * self._z)
+        )
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.loc + self.scale * (_std_pdf(self._a) - _std_pdf(self._b)) / self._z
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.loc.clamp(self.low, self.high)
+
+
+def _std_pdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)

@@ -1,0 +1,71 @@
+"""KL schemes for the world-model loss: where balancing, free nats and the KL scale live.
+
+Each scheme is ``loss, metrics = scheme(latent, post, prior)`` with ``post`` and
+``prior`` the latent parameters ``[..., params_dim]``; ``loss`` is already scaled.
+
+Free nats clip the KL from below at ``free``: with ``free_avg`` the mean over the
+batch is clipped (official default), otherwise each ``[b, t]`` value is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from registry import register
+
+
+def _free(kl: torch.Tensor, free: float, free_avg: bool) -> torch.Tensor:
+    """Mean KL with free nats (no gradient below ``free``)."""
+    if free_avg:
+        return kl.mean().clamp(min=free)
+    return kl.clamp(min=free).mean()
+
+
+@dataclass
+class BalancedConfig:
+    """KL balancing: ``alpha`` of the gradient trains the prior, ``1 - alpha`` the posterior."""
+
+    alpha: float = 0.8
+    free: float = 0.0
+    free_avg: bool = True
+    scale: float = 0.1
+
+
+@register("kl", "balanced", BalancedConfig)
+class Balanced:
+    """alpha * KL(sg(post) || prior) + (1 - alpha) * KL(post || sg(prior)) (DreamerV2, eq. 2)."""
+
+    def __init__(self, cfg: BalancedConfig):
+        if not 0.0 <= cfg.alpha <= 1.0:
+            raise ValueError(f"kl.alpha must lie in [0, 1], got {cfg.alpha}")
+        self.cfg = cfg
+
+    def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
+        c = self.cfg
+        to_prior = latent.kl(post.detach(), prior)  # trains the prior only
+        to_post = latent.kl(post, prior.detach())  # trains the posterior only
+        loss = c.alpha * _free(to_prior, c.free, c.free_avg) + (1 - c.alpha) * _free(to_post, c.free, c.free_avg)
+        return c.scale * loss, {"kl": to_prior.detach().mean()}
+
+
+@dataclass
+class PlainConfig:
+    """Plain KL(post || prior), both sides trained (DreamerV1; the 'no balancing' ablation)."""
+
+    free: float = 0.0
+    free_avg: bool = True
+    scale: float = 0.1
+
+
+@register("kl", "plain", PlainConfig)
+class Plain:
+    """KL(post || prior) with gradients into both posterior and prior."""
+
+    def __init__(self, cfg: PlainConfig):
+        self.cfg = cfg
+
+    def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
+        kl = latent.kl(post, prior)
+        return self.cfg.scale * _free(kl, self.cfg.free, self.cfg.free_avg), {"kl": kl.detach().mean()}

@@ -1,0 +1,91 @@
+"""Stochastic latent kinds for the RSSM: categorical (DreamerV2) and Gaussian (DreamerV1).
+
+A latent kind turns a parameter vector (what the prior/posterior nets output)
+into a distribution over the stochastic state ``stoch`` and flattens samples
+into the feature vector. The RSSM talks only to this interface:
+
+    params_dim   outputs the prior/posterior nets must produce
+    size         length of a flat ``stoch`` sample
+    dist(params) a torch Distribution whose event is the whole latent
+    sample / mode(params) -> flat stoch;  kl(post, prior) -> KL summed over the latent
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+
+from registry import register
+
+
+@dataclass
+class CategoricalConfig:
+    """32 categorical variables of 32 classes each (paper); ``unimix`` mixes in a uniform (0 = off)."""
+
+    variables: int = 32
+    classes: int = 32
+    unimix: float = 0.0
+
+
+@register("latent", "categorical", CategoricalConfig)
+class Categorical:
+    """Vector of one-hot categoricals with straight-through sample gradients (DreamerV2)."""
+
+    def __init__(self, cfg: CategoricalConfig):
+        if cfg.variables < 1 or cfg.classes < 2:
+            raise ValueError("latent: need variables >= 1 and classes >= 2")
+        self.variables, self.classes, self.unimix = cfg.variables, cfg.classes, cfg.unimix
+        self.params_dim = self.size = cfg.variables * cfg.classes
+
+    def dist(self, params: torch.Tensor) -> D.Independent:
+        logits = params.reshape(*params.shape[:-1], self.variables, self.classes)
+        if self.unimix > 0:
+            probs = (1 - self.unimix) * logits.softmax(-1) + self.unimix / self.classes
+            logits = probs.log()
+        # rsample = one-hot sample + probs - stop_grad(probs): the straight-through estimator.
+        return D.Independent(D.OneHotCategoricalStraightThrough(logits=logits.float()), 1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return self.dist(params).rsample().flatten(-2).to(params.dtype)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        logits = params.reshape(*params.shape[:-1], self.variables, self.classes)
+        return F.one_hot(logits.argmax(-1), self.classes).flatten(-2).to(params.dtype)
+
+    def kl(self, post: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        return D.kl_divergence(self.dist(post), self.dist(prior))
+
+
+@dataclass
+class GaussianConfig:
+    """Diagonal Gaussian of ``size`` dims; std = softplus(raw) + min_std (DreamerV1)."""
+
+    size: int = 32
+    min_std: float = 0.1
+
+
+@register("latent", "gaussian", GaussianConfig)
+class Gaussian:
+    """Diagonal Gaussian latent with reparameterised samples (DreamerV1 style)."""
+
+    def __init__(self, cfg: GaussianConfig):
+        if cfg.size < 1 or cfg.min_std < 0:
+            raise ValueError("latent: need size >= 1 and min_std >= 0")
+        self.size, self.min_std = cfg.size, cfg.min_std
+        self.params_dim = 2 * cfg.size
+
+    def dist(self, params: torch.Tensor) -> D.Independent:
+        mean, raw_std = params.float().chunk(2, -1)
+        return D.Independent(D.Normal(mean, F.softplus(raw_std) + self.min_std), 1)
+
+    def sample(self, params: torch.Tensor) -> torch.Tensor:
+        return self.dist(params).rsample().to(params.dtype)
+
+    def mode(self, params: torch.Tensor) -> torch.Tensor:
+        return params.chunk(2, -1)[0]
+
+    def kl(self, post: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        return D.kl_divergence(self.dist(post), self.dist(prior))

@@ -1,0 +1,40 @@
+"""Shared network pieces: activations and the MLP used by heads, encoders and the RSSM."""
+
+from __future__ import annotations
+
+from torch import nn
+
+_ACTS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (elu, relu, silu, tanh, gelu)."""
+    try:
+        return _ACTS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(_ACTS)}") from None
+
+
+def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
+    """Linear -> optional LayerNorm -> activation (the layer norm is a paper ablation)."""
+    layers: list[nn.Module] = [nn.Linear(in_dim, out_dim, bias=not norm)]
+    if norm:
+        layers.append(nn.LayerNorm(out_dim))
+    layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class MLP(nn.Sequential):
+    """``layers`` hidden dense layers of ``units``, then a linear output of ``out_dim`` (if given)."""
+
+    def __init__(self, in_dim: int, out_dim: int | None, layers: int, units: int, act: str = "elu", norm: bool = True):
+        blocks: list[nn.Module] = []
+        dim = in_dim
+        for _ in range(layers):
+            blocks.append(dense(dim, units, act, norm))
+            dim = units
+        if out_dim is not None:
+            blocks.append(nn.Linear(dim, out_dim))
+            dim = out_dim
+        super().__init__(*blocks)
+        self.out_dim = dim

@@ -1,0 +1,108 @@
+"""Recurrent state-space model (RSSM) with a swappable stochastic latent kind.
+
+    h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])      deter
+    prior      p(z_t | h_t)                      img_step
+    posterior  q(z_t | h_t, e_t)                 obs_step
+    features = concat(h_t, z_t)
+
+A state is a plain dict ``{"deter", "stoch", "params"}`` where ``params`` are
+the latent's distribution parameters (logits, or mean/std). The RSSM never asks
+which latent kind it holds: it calls ``latent.params_dim``, ``sample``, ``size``.
+
+Conventions: ``action[t]`` is the action that led to observation ``t`` (zeros
+at an episode start) and ``is_first[t]`` resets state and action to zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from components.nets import dense
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class RSSMConfig:
+    """Sizes of the deterministic state and hidden layers (paper Atari: 600 / 600)."""
+
+    deter: int = 600
+    hidden: int = 600
+    act: str = "elu"
+    norm: bool = True
+
+
+class GRUCell(nn.Module):
+    """GRU cell with optional LayerNorm and the update gate biased towards keeping the state (-1)."""
+
+    def __init__(self, in_dim: int, size: int, norm: bool = True, update_bias: float = -1.0):
+        super().__init__()
+        self.linear = nn.Linear(in_dim + size, 3 * size, bias=not norm)
+        self.norm = nn.LayerNorm(3 * size) if norm else nn.Identity()
+        self.update_bias = update_bias
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        parts = self.norm(self.linear(torch.cat([x, h], -1)))
+        reset, cand, update = parts.chunk(3, -1)
+        cand = torch.tanh(torch.sigmoid(reset) * cand)
+        update = torch.sigmoid(update + self.update_bias)
+        return update * cand + (1 - update) * h
+
+
+class RSSM(nn.Module):
+    """The world model's recurrent dynamics: observe (posterior) and imagine (prior) steps."""
+
+    def __init__(self, cfg: RSSMConfig, latent, action_dim: int, embed_dim: int):
+        super().__init__()
+        self.latent, self.deter = latent, cfg.deter
+        self.img_in = dense(latent.size + action_dim, cfg.hidden, cfg.act, cfg.norm)
+        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.norm)
+        self.img_out = nn.Sequential(dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim))
+        self.obs_out = nn.Sequential(
+            dense(cfg.deter + embed_dim, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
+        )
+        self.feat_dim = cfg.deter + latent.size
+
+    def initial(self, batch: int, device=None, dtype=torch.float32) -> State:
+        """The all-zeros state at an episode start."""
+        return {
+            "deter": torch.zeros(batch, self.deter, device=device, dtype=dtype),
+            "stoch": torch.zeros(batch, self.latent.size, device=device, dtype=dtype),
+            "params": torch.zeros(batch, self.latent.params_dim, device=device, dtype=dtype),
+        }
+
+    @staticmethod
+    def features(state: State) -> torch.Tensor:
+        """concat(deter, stoch): the input of every head."""
+        return torch.cat([state["deter"], state["stoch"]], -1)
+
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        """One step of the prior: advance h with the previous (z, a) and sample z from p(z | h)."""
+        x = self.img_in(torch.cat([state["stoch"], action.to(state["stoch"].dtype)], -1))
+        deter = self.cell(x, state["deter"])
+        params = self.img_out(deter)
+        return {"deter": deter, "stoch": self.latent.sample(params), "params": params}
+
+    def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor):
+        """One filtering step: reset at ``is_first``, advance the prior, then the posterior q(z | h, e)."""
+        keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)
+        state = {k: v * keep for k, v in state.items()}
+        prior = self.img_step(state, action * keep)
+        params = self.obs_out(torch.cat([prior["deter"], embed], -1))
+        post = {"deter": prior["deter"], "stoch": self.latent.sample(params), "params": params}
+        return post, prior
+
+    def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor, state: State | None = None):
+        """Filter a batch of sequences ``[B, T]``; returns posterior and prior states stacked as ``[B, T, ...]``."""
+        if state is None:
+            state = self.initial(embed.shape[0], embed.device, embed.dtype)
+        posts, priors = [], []
+        for t in range(embed.shape[1]):
+            state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
+            posts.append(state)
+            priors.append(prior)
+        stack = lambda states: {k: torch.stack([s[k] for s in states], 1) for k in states[0]}  # noqa: E731
+        return stack(posts), stack(priors)

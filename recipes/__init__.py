@@ -1,0 +1,1 @@
+"""Assemblies of components into trainable agents, and the experience pipeline that feeds them."""

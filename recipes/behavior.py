@@ -1,0 +1,110 @@
+"""Actor and critic learned from imagined trajectories of the world model.
+
+Time layout of one imagined trajectory (time-major, H = horizon, N = start states)::
+
+    t          0      1      2    ...   H-1     H
+    state      z0 --> z1 --> z2   ...   zH-1 -> zH      z0 = replayed posterior
+    action          a1     a2     ...   aH-1    aH      a_{t+1} ~ pi(.|z_t), leads z_t -> z_{t+1}
+    reward     r0     r1     r2   ...   rH-1    rH      r_t = reward head at z_t
+    discount   d0     d1     d2   ...   dH-1    dH      d0 = gamma * (1 - replayed is_terminal)
+    weight     1      d0     d0d1 ...                    cumulative discount (no gradient)
+    target     V0     V1     V2   ...   VH-1            lambda-return from r, d, slow critic; VH = v(zH)
+
+    critic:  -log p(V_t | z_t) * w_t                     t = 0 .. H-1
+    actor:   objective(pi(.|z_t), a_{t+1}, V_{t+1}, v(z_t)) + eta * H[pi(.|z_t)], weighted by w_t,
+             t = 0 .. H-2 (zH-1 has no target after its action, zH has no action)
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from components.returns import lambda_return
+from recipes.config import BehaviorConfig
+from registry import build
+
+
+@contextmanager
+def frozen(module: nn.Module):
+    """Stop parameter gradients of ``module`` while gradients still flow through it."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags):
+            p.requires_grad_(flag)
+
+
+class Behavior(nn.Module):
+    """Actor, critic and slow (target) critic, with the configured actor-gradient estimator."""
+
+    def __init__(self, cfg: BehaviorConfig, actor_grad_cfg, feat_dim: int, action_dim: int, discrete: bool):
+        super().__init__()
+        self.cfg = cfg
+        actor_cfg = dict(cfg.actor)
+        if actor_cfg.get("name") == "auto":
+            actor_cfg["name"] = "onehot" if discrete else "trunc_normal"
+        self.actor = build("head", actor_cfg, path="behavior.actor", in_dim=feat_dim, out_dim=action_dim)
+        self.critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_grad = build("actor_grad", actor_grad_cfg)
+
+    def imagine(self, world_model, start: dict) -> dict:
+        """Roll the prior forward ``horizon`` steps from ``start`` with actions from the actor."""
+        rssm = world_model.rssm
+        feat = rssm.features(start)
+        seq = {"feat": [feat], "action": [torch.zeros_like(self.actor(feat.detach()).mean)]}
+        state = start
+        for _ in range(self.cfg.horizon):
+            action = self.actor(seq["feat"][-1].detach()).rsample()
+            state = rssm.img_step(state, action)
+            seq["feat"].append(rssm.features(state))
+            seq["action"].append(action)
+        return {k: torch.stack(v, 0) for k, v in seq.items()}
+
+    def loss(self, world_model, post: dict, is_terminal: torch.Tensor, step: int):
+        """Actor and critic losses from imagination started at every posterior state."""
+        start = {k: v.detach().flatten(0, 1) for k, v in post.items()}
+        with frozen(world_model):
+            seq = self.imagine(world_model, start)
+            feat = seq["feat"]
+            reward = world_model.reward_head(feat).mean
+            if world_model.discount_head is not None:
+                disc = world_model.discount_head(feat).mean
+            else:
+                disc = torch.full_like(reward, self.cfg.discount)
+        first = self.cfg.discount * (1.0 - is_terminal.flatten().to(disc.dtype))
+        disc = torch.cat([first[None], disc[1:]], 0)
+        weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
+        value = self.slow_critic(feat).mean
+        target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
+
+        policy = self.actor(feat[:-2].detach())
+        objective = self.actor_grad(policy, seq["action"][1:-1], target[1:], value[:-2], step)
+        entropy = policy.entropy()
+        actor_loss = -(weight[:-2] * (objective + self.cfg.ent_scale * entropy)).mean()
+
+        critic_loss = -(self.critic(feat[:-1].detach()).log_prob(target.detach()) * weight[:-1]).mean()
+        metrics = {
+            "behavior/actor_loss": actor_loss.detach(),
+            "behavior/critic_loss": critic_loss.detach(),
+            "behavior/entropy": entropy.detach().mean(),
+            "behavior/return": target.detach().mean(),
+            "behavior/imag_reward": reward.detach().mean(),
+        }
+        return actor_loss, critic_loss, metrics
+
+    @torch.no_grad()
+    def update_slow_critic(self, updates: int) -> None:
+        """Every ``slow_critic_every`` updates move the slow critic to the critic (fraction 1 = copy)."""
+        if updates % self.cfg.slow_critic_every:
+            return
+        mix = self.cfg.slow_critic_fraction
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.mul_(1 - mix).add_(fast, alpha=mix)

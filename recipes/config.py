@@ -1,0 +1,114 @@
+"""Typed schemas of the recipe-level config sections (model, behavior, train).
+
+Components validate their own sections through the registry; these cover the
+rest, so a misspelt key or wrong type anywhere fails at start-up with its path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from components.rssm import RSSMConfig
+
+
+@dataclass
+class OptimConfig:
+    """Adam with weight decay and gradient-norm clipping (paper: eps 1e-5, clip 100, wd 1e-6)."""
+
+    lr: float = 2e-4
+    eps: float = 1e-5
+    clip: float = 100.0
+    wd: float = 1e-6
+
+
+@dataclass
+class ModelConfig:
+    """World model: RSSM sizes, heads, which heads train the representation, loss scales."""
+
+    rssm: RSSMConfig = field(default_factory=RSSMConfig)
+    reward_head: Any = field(default_factory=lambda: {"name": "normal"})
+    discount_head: Optional[Any] = field(default_factory=lambda: {"name": "bernoulli"})
+    grad_heads: list[str] = field(default_factory=lambda: ["decoder", "reward", "discount"])
+    loss_scales: dict[str, float] = field(default_factory=lambda: {"decoder": 1.0, "reward": 1.0, "discount": 5.0})
+    reward_transform: str = "tanh"
+    opt: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class BehaviorConfig:
+    """Actor-critic learned in imagination: horizon, discount, lambda, entropy, slow critic."""
+
+    actor: Any = field(default_factory=lambda: {"name": "auto"})
+    critic: Any = field(default_factory=lambda: {"name": "normal"})
+    actor_opt: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-5))
+    critic_opt: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4))
+    horizon: int = 15
+    discount: float = 0.999
+    lambda_: float = 0.95
+    ent_scale: float = 1e-3
+    slow_critic_every: int = 100
+    slow_critic_fraction: float = 1.0
+
+
+@dataclass
+class TrainConfig:
+    """Run length, batch shape, interleaving (train_ratio), environments and precision."""
+
+    steps: int = 50_000_000
+    batch: int = 50
+    length: int = 50
+    train_ratio: float = 156.25
+    prefill: int = 200_000
+    pretrain: int = 1
+    num_envs: int = 1
+    async_envs: bool = False
+    log_every: int = 100
+    checkpoint_every: int = 10_000
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int = 1
+
+
+@dataclass
+class SizeConfig:
+    """Network sizes shared by the components' default configs (referenced as ``${size.x}``)."""
+
+    cnn_depth: int = 48
+    mlp_layers: int = 4
+    mlp_units: int = 400
+    deter: int = 600
+    hidden: int = 600
+    stoch: int = 32
+    classes: int = 32
+
+
+@dataclass
+class RunConfig:
+    """The whole composed config. Component sections are typed by their own registered schemas."""
+
+    env: Any = None
+    encoder: Any = None
+    decoder: Any = None
+    latent: Any = None
+    kl: Any = None
+    actor_grad: Any = None
+    replay: Any = None
+    logger: Any = None
+    size: SizeConfig = field(default_factory=SizeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recipe: str = "dreamer"
+    seed: int = 0
+    run_dir: str = "runs/default"
+
+
+COMPONENT_KINDS = ("env", "encoder", "decoder", "latent", "kl", "actor_grad", "replay")
+
+
+def register_schema() -> None:
+    """Make ``dreamerkit_schema`` available to Hydra so config.yaml composes onto typed defaults."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="dreamerkit_schema", node=RunConfig)

@@ -1,0 +1,108 @@
+"""The Dreamer agent as a Lightning module: world model, actor and critic with three optimizers.
+
+One training step is one update on a replayed ``[B, T]`` batch:
+
+1. world model: reconstruction, reward, discount and KL losses -> model optimizer
+2. behavior: imagine ``horizon`` steps from every posterior state -> actor and critic optimizers
+3. every ``slow_critic_every`` updates, refresh the slow critic
+
+The batches come from :class:`recipes.experience.Experience`, which steps the
+environments with :meth:`policy` between updates (train ratio). Lightning gives
+the loop, precision, devices, checkpoints and loggers; optimization is manual.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from tensordict import TensorDict
+
+from recipes.behavior import Behavior
+from recipes.config import BehaviorConfig, ModelConfig, OptimConfig
+from recipes.world_model import WorldModel
+from registry import register
+
+
+@register("recipe", "dreamer")
+class Dreamer(L.LightningModule):
+    """DreamerV1/V2-family agent; which variant is decided by the components it is given."""
+
+    def __init__(self, model: ModelConfig, behavior: BehaviorConfig, components: dict, env_info, log_every: int = 100):
+        super().__init__()
+        self.automatic_optimization = False
+        self.model_cfg, self.behavior_cfg, self.log_every = model, behavior, log_every
+        self.world_model = WorldModel(model, components, env_info.obs_space, env_info.action_dim, behavior.discount)
+        self.behavior = Behavior(
+            behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
+        )
+        self.env_info = env_info
+        self.experience = None  # attached by recipes.train before fitting
+        self.updates = 0
+        self._agent_state = None
+
+    # -- acting ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def policy(self, obs: TensorDict, mode: bool = False) -> torch.Tensor:
+        """Actions for one step of every env ``[N]``: filter the observation, then sample (or take the mode)."""
+        obs = obs.to(self.device)
+        n = obs.batch_size[0]
+        if self._agent_state is None or self._agent_state[1].shape[0] != n:
+            self._agent_state = (self.world_model.rssm.initial(n, self.device), torch.zeros(n, self.env_info.action_dim, device=self.device))
+        state, action = self._agent_state
+        state = self.world_model.act_step(state, obs, action)
+        dist = self.behavior.actor(self.world_model.rssm.features(state))
+        action = dist.mode if mode else dist.sample()
+        self._agent_state = (state, action)
+        return action
+
+    # -- learning -------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        def adam(params, c: OptimConfig):
+            return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd)
+
+        return [
+            adam(self.world_model.parameters(), self.model_cfg.opt),
+            adam(self.behavior.actor.parameters(), self.behavior_cfg.actor_opt),
+            adam(self.behavior.critic.parameters(), self.behavior_cfg.critic_opt),
+        ]
+
+    def _step(self, optimizer, loss: torch.Tensor, clip: float) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+        optimizer.step()
+
+    def training_step(self, batch: TensorDict, batch_idx: int):
+        model_opt, actor_opt, critic_opt = self.optimizers()
+        model_loss, post, metrics = self.world_model.loss(batch)
+        self._step(model_opt, model_loss, self.model_cfg.opt.clip)
+
+        actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
+            self.world_model, post, batch["is_terminal"], self.updates
+        )
+        self._step(actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
+        self._step(critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
+        self.updates += 1
+        self.behavior.update_slow_critic(self.updates)
+        metrics.update(behavior_metrics)
+        self._log(metrics)
+
+    def _log(self, metrics: dict) -> None:
+        exp = self.experience
+        bar = {"env_steps": float(exp.agent_steps), "updates": float(self.updates), "fps": exp.fps}
+        if not math.isnan(exp.last_return):
+            bar["return"] = exp.last_return
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=1)
+        if self.logger is None:
+            return
+        while exp.finished:
+            steps, ret, length = exp.finished.popleft()
+            self.logger.log_metrics(
+                {"episode/return": ret, "episode/length": length}, step=steps * self.env_info.action_repeat
+            )
+        if self.updates % self.log_every == 0:
+            scalars = {k: float(v) for k, v in metrics.items()}
+            scalars.update({"train/updates": self.updates, "train/env_steps": exp.agent_steps, "train/fps": exp.fps})
+            self.logger.log_metrics(scalars, step=exp.frames)

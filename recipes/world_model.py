@@ -1,0 +1,75 @@
+"""The world model: encoder -> RSSM -> decoder, reward and discount heads, trained with a KL scheme.
+
+    loss = sum_k scale_k * -log p_k(target_k | features) + kl_scheme(posterior, prior)
+
+for k in decoder (every observation key), reward (after ``reward_transform``)
+and discount (target gamma * (1 - is_terminal)). A head not in ``grad_heads``
+still learns, but on features with the gradient stopped, so it does not shape
+the representation (the paper's "no image/reward gradients" ablations).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from components.rssm import RSSM
+from recipes.config import ModelConfig
+from registry import ConfigError, build
+
+REWARD_TRANSFORMS = {"tanh": torch.tanh, "identity": lambda r: r}
+HEAD_NAMES = ("decoder", "reward", "discount")
+
+
+class WorldModel(nn.Module):
+    """Learns latent dynamics from replayed sequences; the behavior imagines inside it."""
+
+    def __init__(self, cfg: ModelConfig, components: dict, obs_space: dict, action_dim: int, discount: float):
+        super().__init__()
+        self.cfg, self.discount = cfg, discount
+        self.latent = build("latent", components["latent"])
+        self.kl = build("kl", components["kl"])
+        self.encoder = build("encoder", components["encoder"], obs_space=obs_space)
+        self.rssm = RSSM(cfg.rssm, self.latent, action_dim, self.encoder.out_dim)
+        feat = self.rssm.feat_dim
+        self.decoder = build("decoder", components["decoder"], feat_dim=feat, obs_space=obs_space)
+        self.reward_head = build("head", cfg.reward_head, path="model.reward_head", in_dim=feat)
+        self.discount_head = (
+            build("head", cfg.discount_head, path="model.discount_head", in_dim=feat) if cfg.discount_head else None
+        )
+        if cfg.reward_transform not in REWARD_TRANSFORMS:
+            raise ConfigError(
+                f"model.reward_transform: unknown {cfg.reward_transform!r}; valid: {', '.join(REWARD_TRANSFORMS)}"
+            )
+        heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]
+        for name in list(cfg.grad_heads) + list(cfg.loss_scales):
+            if name not in heads:
+                raise ConfigError(f"model.grad_heads/loss_scales: unknown head {name!r}; valid: {', '.join(heads)}")
+        self.heads = heads
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict, dict]:
+        """World-model loss on a ``[B, T]`` batch; returns (loss, posterior states, metrics)."""
+        embed = self.encoder(batch)
+        post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
+        feat = self.rssm.features(post)
+        inputs = {h: feat if h in self.cfg.grad_heads else feat.detach() for h in self.heads}
+        nll = {"decoder": sum(v.mean() for v in self.decoder.loss(self.decoder(inputs["decoder"]), batch).values())}
+        reward = REWARD_TRANSFORMS[self.cfg.reward_transform](batch["reward"].float())
+        nll["reward"] = -self.reward_head(inputs["reward"]).log_prob(reward).mean()
+        if self.discount_head is not None:
+            target = self.discount * (1.0 - batch["is_terminal"].float())
+            nll["discount"] = -self.discount_head(inputs["discount"]).log_prob(target).mean()
+        kl_loss, kl_metrics = self.kl(self.latent, post["params"], prior["params"])
+        loss = kl_loss + sum(self.cfg.loss_scales.get(k, 1.0) * v for k, v in nll.items())
+        metrics = {f"model/{k}_loss": v.detach() for k, v in nll.items()}
+        metrics.update({f"model/{k}": v for k, v in kl_metrics.items()})
+        metrics["model/kl_loss"] = kl_loss.detach()
+        metrics["model/loss"] = loss.detach()
+        return loss, post, metrics
+
+    @torch.no_grad()
+    def act_step(self, state, obs, action: torch.Tensor):
+        """Filter one environment step ``[N]`` for acting: posterior state from obs and the previous action."""
+        embed = self.encoder({k: v[:, None] for k, v in obs.items()})[:, 0]
+        post, _ = self.rssm.obs_step(state, action, embed, obs["is_first"])
+        return post
