@@ -1,0 +1,94 @@
+"""End to end through ``debug=smoke``: every recipe and the main component swaps train on the CPU."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recipes.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _check(summary: dict, cfg) -> None:
+    t = cfg.train
+    assert summary["agent_steps"] >= t.steps
+    expected_updates = t.pretrain + t.train_ratio * (summary["agent_steps"] - t.prefill) / (t.batch * t.length)
+    assert abs(summary["updates"] - expected_updates) <= t.train_ratio / (t.batch * t.length) + 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["recipe=dreamerv2_cartpole"],
+        ["recipe=dreamerv2_cartpole", "latent=gaussian", "kl=plain", "actor_grad=dynamics"],
+        ["recipe=dreamerv2_cartpole", "actor_grad=mix", "replay=prioritize_ends", "model.grad_heads=[reward,discount]"],
+        ["recipe=dreamerv2_atari", "env.time_limit=400"],
+        ["recipe=dreamerv2_atari_nokl", "encoder=conv", "decoder=conv", "env.time_limit=400"],
+        ["recipe=dreamerv2_dmc"],
+        ["recipe=dreamerv1_dmc", "env.proprio=true"],
+    ],
+    ids=["cartpole", "cartpole-v1style", "cartpole-mix-ends-noimage", "atari", "atari-nokl-conv", "dmc", "v1-dmc-proprio"],
+)
+def test_recipe_trains_end_to_end(make_cfg, overrides):
+    cfg = make_cfg(*overrides, "debug=smoke", "logger=csv")
+    summary = train(cfg)
+    _check(summary, cfg)
+    metrics = Path(cfg.run_dir) / "csv" / "metrics.csv"
+    text = metrics.read_text()
+    header = text.splitlines()[0].split(",")
+    assert "model/loss" in header and "behavior/actor_loss" in header
+    rows = [dict(zip(header, line.split(","))) for line in text.splitlines()[1:]]
+    losses = [float(r["model/loss"]) for r in rows if r.get("model/loss")]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert (Path(cfg.run_dir) / "config.yaml").exists() and (Path(cfg.run_dir) / "commit.txt").exists()
+
+
+def test_episode_returns_are_logged_against_frames(make_cfg):
+    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "env.action_repeat=2", "train.steps=200")
+    summary = train(cfg)
+    assert summary["episodes"] > 0 and summary["frames"] == 2 * summary["agent_steps"]
+    text = (Path(cfg.run_dir) / "csv" / "metrics.csv").read_text().splitlines()
+    header = text[0].split(",")
+    rows = [dict(zip(header, line.split(","))) for line in text[1:]]
+    episodes = [r for r in rows if r.get("episode/return")]
+    assert episodes
+    steps = [int(r["step"]) for r in episodes]
+    assert all(s % 2 == 0 for s in steps) and max(steps) <= summary["frames"]
+
+
+def test_run_py_command_line(tmp_path):
+    """The README's command shape: python run.py recipe=... overrides (here with debug=smoke)."""
+    proc = subprocess.run(
+        [sys.executable, "run.py", "recipe=dreamerv2_cartpole", "latent=categorical", "debug=smoke",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "TensorBoard logs expected in the run dir"
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+
+
+def test_run_py_reports_config_errors_without_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "run.py", "debug=smoke", "+kl.alhpa=1", f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "config error: kl.alhpa" in proc.stderr and "valid keys: alpha" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_multirun_sweep(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "run.py", "-m", "recipe=dreamerv2_cartpole", "debug=smoke", "logger=none",
+         "latent=categorical,gaussian", f"hydra.sweep.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
+    assert any("latent=categorical" in r for r in runs) and any("latent=gaussian" in r for r in runs)
