@@ -1,0 +1,69 @@
+"""Shapes and wiring of the network components (the math lives in test_math.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from components.decoders import MultiDecoder, MultiDecoderConfig, ConvDecoder, ConvDecoderConfig
+from components.encoders import ConvEncoderConfig, MLPEncoder, MLPEncoderConfig, MultiEncoder, MultiEncoderConfig
+from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
+from components.rssm import RSSM, RSSMConfig
+from registry import ConfigError
+
+SPACE = {"image": (3, 64, 64), "position": (3,), "velocity": (2,)}
+
+
+def _obs(b=2, t=3):
+    return {
+        "image": torch.randint(0, 256, (b, t, 3, 64, 64), dtype=torch.uint8),
+        "position": torch.randn(b, t, 3),
+        "velocity": torch.randn(b, t, 2),
+    }
+
+
+def test_paper_conv_encoder_output_size():
+    enc = MultiEncoder(MultiEncoderConfig(), {"image": (1, 64, 64)})
+    assert enc.out_dim == 2 * 2 * 8 * 48  # 64 -> 31 -> 14 -> 6 -> 2 with depth 48 * 8 channels
+
+
+def test_multi_encoder_concatenates_image_and_vectors():
+    small = MultiEncoderConfig(conv=ConvEncoderConfig(depth=4), mlp=MLPEncoderConfig(layers=1, units=8))
+    enc = MultiEncoder(small, SPACE)
+    out = enc(_obs())
+    assert out.shape == (2, 3, enc.out_dim) and enc.out_dim == 2 * 2 * 32 + 8
+
+
+def test_encoders_reject_missing_observation_kinds():
+    with pytest.raises(ConfigError, match="mlp needs a vector"):
+        MLPEncoder(MLPEncoderConfig(), {"image": (1, 64, 64)})
+
+
+def test_decoder_reconstructs_every_key_with_unit_gaussian_nll():
+    dec = MultiDecoder(MultiDecoderConfig(), 10, SPACE)
+    obs = _obs()
+    dists = dec(torch.randn(2, 3, 10))
+    assert dists["image"].mean.shape == (2, 3, 3, 64, 64) and dists["position"].mean.shape == (2, 3, 3)
+    nll = dec.loss(dists, obs)
+    assert set(nll) == set(SPACE) and nll["image"].shape == (2, 3)
+    target = obs["position"]
+    expected = 0.5 * ((target - dists["position"].mean) ** 2).sum(-1) + 1.5 * torch.log(torch.tensor(2 * torch.pi))
+    torch.testing.assert_close(nll["position"], expected)
+
+
+def test_conv_decoder_rejects_sizes_its_kernels_cannot_make():
+    with pytest.raises(ConfigError, match="fit 64x64"):
+        ConvDecoder(ConvDecoderConfig(), 10, {"image": (1, 32, 32)})
+
+
+@pytest.mark.parametrize("latent", [Categorical(CategoricalConfig(4, 5)), Gaussian(GaussianConfig(6))])
+def test_rssm_observe_shapes(latent):
+    rssm = RSSM(RSSMConfig(deter=16, hidden=8), latent, action_dim=2, embed_dim=7)
+    b, t = 3, 5
+    post, prior = rssm.observe(torch.randn(b, t, 7), torch.randn(b, t, 2), torch.zeros(b, t, dtype=torch.bool))
+    for state in (post, prior):
+        assert state["deter"].shape == (b, t, 16)
+        assert state["stoch"].shape == (b, t, latent.size)
+        assert state["params"].shape == (b, t, latent.params_dim)
+    assert rssm.features(post).shape == (b, t, 16 + latent.size)
+    torch.testing.assert_close(post["deter"], prior["deter"])  # same h_t, different z_t
