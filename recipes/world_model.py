@@ -41,11 +41,13 @@ class WorldModel(nn.Module):
             raise ConfigError(
                 f"model.reward_transform: unknown {cfg.reward_transform!r}; valid: {', '.join(REWARD_TRANSFORMS)}"
             )
-        heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]
-        for name in list(cfg.grad_heads) + list(cfg.loss_scales):
-            if name not in heads:
-                raise ConfigError(f"model.grad_heads/loss_scales: unknown head {name!r}; valid: {', '.join(heads)}")
-        self.heads = heads
+        self.heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]
+        for name in cfg.grad_heads:
+            if name not in self.heads:
+                raise ConfigError(f"model.grad_heads: unknown head {name!r}; valid: {', '.join(self.heads)}")
+        for name in cfg.loss_scales:  # a scale for an absent head (no discount head) is unused
+            if name not in HEAD_NAMES:
+                raise ConfigError(f"model.loss_scales: unknown head {name!r}; valid: {', '.join(HEAD_NAMES)}")
 
     def loss(self, batch) -> tuple[torch.Tensor, dict, dict]:
         """World-model loss on a ``[B, T]`` batch; returns (loss, posterior states, metrics)."""
