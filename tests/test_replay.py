@@ -1,0 +1,142 @@
+"""Replay: contiguous windows per env, the circular seam, episode marking, sampler distributions, state."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+from tensordict import TensorDict
+
+import registry
+from components.replay import ReplayConfig, prioritize_ends, uniform
+from registry import ConfigError
+
+
+def fill(replay, steps: int, num_envs: int, episode_len: int | tuple = 7) -> None:
+    """Write ``steps`` vector steps; env e stores t = 1000 * e + step, episodes of ``episode_len``."""
+    lens = episode_len if isinstance(episode_len, tuple) else (episode_len,) * num_envs
+    for t in range(steps):
+        replay.add(
+            TensorDict(
+                {
+                    "t": torch.tensor([1000 * e + t for e in range(num_envs)]),
+                    "is_first": torch.tensor([t % lens[e] == 0 for e in range(num_envs)]),
+                    "is_last": torch.tensor([t % lens[e] == lens[e] - 1 for e in range(num_envs)]),
+                    "reward": torch.zeros(num_envs),
+                },
+                batch_size=[num_envs],
+            )
+        )
+
+
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_windows_are_contiguous_within_one_env(make):
+    replay = make(ReplayConfig(capacity=200), num_envs=2, length=6, seed=1)
+    fill(replay, 60, 2)
+    batch = replay.sample(64)
+    assert batch.batch_size == torch.Size([64, 6])
+    t = batch["t"]
+    assert torch.all(t[:, 1:] - t[:, :-1] == 1)  # consecutive steps of a single env's stream
+    assert torch.all(t[:, 0] // 1000 == t[:, -1] // 1000)
+
+
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_windows_never_cross_the_circular_seam(make):
+    replay = make(ReplayConfig(capacity=20), num_envs=1, length=5, seed=0)
+    fill(replay, 47, 1)  # 20 rows kept: steps 27..46
+    t = torch.cat([replay.sample(32)["t"] for _ in range(50)])
+    assert t.min() >= 27 and t.max() <= 46
+    assert torch.all(t[:, 1:] - t[:, :-1] == 1)
+    assert len(replay) == 20 and replay.steps == 20
+
+
+def test_episode_boundaries_inside_a_window_are_marked_by_is_first():
+    replay = uniform(ReplayConfig(capacity=100), num_envs=1, length=10, seed=0)
+    fill(replay, 40, 1, episode_len=3)  # episodes shorter than a window are still sampled
+    batch = replay.sample(200)
+    t = batch["t"]
+    assert torch.equal(batch["is_first"], t % 3 == 0)
+    # every step after an episode's last step starts a new episode
+    after_last = batch["is_last"][:, :-1]
+    assert torch.all(batch["is_first"][:, 1:][after_last])
+
+
+def _start_counts(make, draws: int, length: int, episode_len: int, steps: int) -> Counter:
+    replay = make(ReplayConfig(capacity=1000), num_envs=1, length=length, seed=3)
+    fill(replay, steps, 1, episode_len=episode_len)
+    counts = Counter()
+    for _ in range(draws // 500):
+        counts.update(replay.sample(500)["t"][:, 0].tolist())
+    return counts
+
+
+def test_uniform_start_distribution_is_flat():
+    length, steps, draws = 5, 40, 40_000
+    counts = _start_counts(uniform, draws, length, episode_len=8, steps=steps)
+    starts = steps - length + 1
+    assert set(counts) == set(range(starts))
+    expected = draws / starts
+    tolerance = 5 * math.sqrt(expected)  # 5 sigma of a binomial count
+    assert all(abs(c - expected) < tolerance for c in counts.values())
+
+
+def test_prioritize_ends_start_distribution():
+    """Anchors are uniform over [0, steps - length]; those whose window holds an episode end
+    move to the window ending there. So a window ending at an end gets `length` anchors."""
+    length, episode_len, steps, draws = 4, 10, 40, 60_000
+    counts = _start_counts(prioritize_ends, draws, length, episode_len, steps)
+    anchors = steps - length + 1  # 37 equally likely anchors
+    unit = draws / anchors
+    ends = [e for e in range(steps) if e % episode_len == episode_len - 1]  # 9, 19, 29, 39
+    expected = {}
+    for a in range(anchors):
+        window = range(a, a + length)
+        end = next((e for e in ends if e in window), None)
+        start = max(0, end - length + 1) if end is not None else a
+        expected[start] = expected.get(start, 0) + 1
+    # ends 9, 19, 29 get `length` anchors each; end 39 only the one anchor 36
+    assert expected[6] == expected[16] == expected[26] == length and expected[36] == 1
+    assert set(counts) == set(expected)
+    for start, k in expected.items():
+        mean = k * unit
+        assert abs(counts[start] - mean) < 5 * math.sqrt(mean), (start, counts[start], mean)
+
+
+def test_same_seed_same_samples_and_state_round_trip():
+    def make():
+        r = uniform(ReplayConfig(capacity=100), num_envs=2, length=4, seed=7)
+        fill(r, 30, 2)
+        return r
+
+    a, b = make(), make()
+    assert torch.equal(a.sample(16)["t"], b.sample(16)["t"])
+    state = a.state_dict()
+    expected = a.sample(16)["t"]
+    b.load_state_dict(state)
+    assert torch.equal(b.sample(16)["t"], expected)
+
+
+def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
+    replay = uniform(ReplayConfig(capacity=64, storage="disk"), num_envs=1, length=4, directory=str(tmp_path))
+    fill(replay, 30, 1)
+    assert any(p.suffix == ".memmap" for p in tmp_path.rglob("*")), list(tmp_path.rglob("*"))
+    batch = replay.sample(8)
+    assert torch.all(batch["t"][:, 1:] - batch["t"][:, :-1] == 1)
+
+
+def test_bad_config_values_name_the_key():
+    with pytest.raises(ConfigError, match=r"replay.storage: unknown 'ssd'; valid: memory, disk"):
+        registry.build("replay", {"name": "uniform", "storage": "ssd"}, num_envs=1, length=4)
+    with pytest.raises(ConfigError, match="replay.capacity"):
+        registry.build("replay", {"name": "uniform", "capacity": 10}, num_envs=4, length=8)
+    with pytest.raises(ConfigError, match="needs a run directory"):
+        registry.build("replay", {"name": "uniform", "storage": "disk"}, num_envs=1, length=4, directory=None)
+
+
+def test_sampling_before_a_window_is_stored_is_a_clear_error():
+    replay = uniform(ReplayConfig(capacity=100), num_envs=1, length=8)
+    fill(replay, 5, 1)
+    with pytest.raises(RuntimeError, match="fewer than one window of 8"):
+        replay.sample(2)
