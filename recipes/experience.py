@@ -99,11 +99,11 @@ class Experience:
         return self.agent_steps >= c.prefill and self.updates * c.batch * c.length < budget
 
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
-        """Collect and replay until ``cfg.steps`` agent steps: yields one ``[B, T]`` batch per update."""
+        """Collect until ``cfg.steps`` agent steps, yielding one ``[B, T]`` batch per due update."""
         while self.agent_steps < self.cfg.prefill:
             self.step(None)
         self._start_time, self._start_steps = time.time(), self.agent_steps
-        while self.agent_steps < self.cfg.steps:
+        while self.agent_steps < self.cfg.steps or self.updates_due():
             if self.updates_due():
                 self.updates += 1
                 yield self.replay.sample(self.cfg.batch)

@@ -18,7 +18,7 @@ def _check(summary: dict, cfg) -> None:
     t = cfg.train
     assert summary["agent_steps"] >= t.steps
     expected_updates = t.pretrain + t.train_ratio * (summary["agent_steps"] - t.prefill) / (t.batch * t.length)
-    assert abs(summary["updates"] - expected_updates) <= t.train_ratio / (t.batch * t.length) + 1
+    assert summary["updates"] == math.ceil(expected_updates)
 
 
 @pytest.mark.parametrize(

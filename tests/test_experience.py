@@ -1,0 +1,47 @@
+"""The experience pipeline: stored-step conventions and the train-ratio interleaving."""
+
+from __future__ import annotations
+
+import torch
+
+import registry
+from components.envs import env_info, make_vector_env
+from recipes.config import TrainConfig
+from recipes.experience import Experience
+
+
+def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:
+    envs = make_vector_env({"name": "gym", "task": "CartPole-v1"}, num_envs, seed=0)
+    replay = registry.build("replay", {"name": "uniform", "capacity": 10_000}, num_envs=num_envs, length=cfg.length)
+    return Experience(envs, env_info(envs), replay, cfg, seed=0)
+
+
+def test_stored_steps_hold_the_action_that_led_to_them():
+    exp = _experience(TrainConfig(length=8, prefill=8, steps=400, batch=4))
+    taken = []
+
+    def policy(obs):
+        action = torch.nn.functional.one_hot(torch.randint(2, (obs.batch_size[0],)), 2).float()
+        taken.append(action)
+        return action
+
+    for _ in range(200):
+        exp.step(policy)
+    data = exp.replay.buffer._storage.get(torch.arange(200))  # [time, env], in write order
+    first = data["is_first"]
+    assert first[0].all() and first.sum() > 2  # several episodes ended and restarted
+    assert torch.all(data["action"][first] == 0) and torch.all(data["reward"][first] == 0)
+    stored = data["action"][1:]
+    expected = torch.stack(taken[:-1])
+    assert torch.equal(stored[~first[1:]], expected[~first[1:]])
+    assert torch.all(data["reward"][~first] == 1.0)  # CartPole pays 1 per step
+
+
+def test_train_ratio_sets_replayed_steps_per_agent_step():
+    cfg = TrainConfig(batch=4, length=8, train_ratio=64, prefill=40, pretrain=3, steps=840)
+    exp = _experience(cfg)
+    batches = list(exp.batches(policy=lambda obs: exp.random_action()))
+    assert all(b.batch_size == torch.Size([4, 8]) for b in batches)
+    # pretrain updates right after the prefill, then train_ratio / (B * T) = 2 per agent step
+    assert len(batches) == cfg.pretrain + 2 * (exp.agent_steps - cfg.prefill)
+    assert exp.agent_steps == 840 and exp.updates == len(batches)
