@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import registry
 from recipes.config import COMPONENT_KINDS, RunConfig
+from recipes.progress import ProgressBar
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,10 @@ def build(cfg: DictConfig):
     )
     module.experience = experience
     callbacks = [
+        ProgressBar(),
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=run_dir / "checkpoints", every_n_train_steps=3 * run.train.checkpoint_every, save_last=True
-        )
+        ),
     ]
     trainer = L.Trainer(
         default_root_dir=run_dir,
