@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -22,6 +23,11 @@ from recipes.progress import ProgressBar
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
+
+# Our checkpoints are taken after the update on purpose, and the pytree notice is Lightning's own.
+warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
+warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
