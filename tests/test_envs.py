@@ -125,3 +125,14 @@ def test_vector_env_autoresets_with_is_first():
 def test_unknown_ids_list_valid_alternatives(cfg, message):
     with pytest.raises(ConfigError, match=message):
         make(cfg)
+
+
+def test_async_vector_env_runs_envs_in_subprocesses():
+    envs = make_vector_env({"name": "gym", "task": "CartPole-v1"}, num_envs=2, seed=0, asynchronous=True)
+    try:
+        obs, _ = envs.reset(seed=0)
+        obs, reward, *_ = envs.step(np.zeros(2, np.int64))
+        assert obs["vector"].shape == (2, 4) and reward.tolist() == [1.0, 1.0]
+        assert env_info(envs).obs_space == {"vector": (4,)}
+    finally:
+        envs.close()

@@ -61,6 +61,14 @@ def test_episode_returns_are_logged_against_frames(make_cfg):
     assert all(s % 2 == 0 for s in steps) and max(steps) <= summary["frames"]
 
 
+def test_wandb_logger_offline(make_cfg, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # offline must come from the logger config itself
+    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=wandb")
+    train(cfg)
+    runs = list((Path(cfg.run_dir) / "wandb").glob("offline-run-*"))
+    assert runs and any(runs[0].rglob("*.wandb"))
+
+
 def test_run_py_command_line(tmp_path):
     """The README's command shape: python run.py recipe=... overrides (here with debug=smoke)."""
     proc = subprocess.run(
