@@ -14,13 +14,22 @@ register_schema()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from recipes.checkpoint import CheckpointError, NonFiniteLoss
+    from recipes.evaluate import evaluate
     from recipes.train import train
     from registry import ConfigError
 
     try:
-        train(cfg)
+        if cfg.get("evaluate"):
+            evaluate(cfg)
+        else:
+            train(cfg, overrides=list(HydraConfig.get().overrides.task))
     except ConfigError as err:  # a config mistake: say what and what is valid, no traceback
         raise SystemExit(f"config error: {err}") from None
+    except (CheckpointError, NonFiniteLoss) as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

@@ -139,12 +139,35 @@ class Replay:
         return self.steps * self.num_envs
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampler RNG and write position; the data itself stays in the storage (on disk when memory-mapped)."""
-        return {"sampler": self.buffer._sampler.state_dict(), "writer": self.buffer._writer.state_dict()}
+        """Sampler RNG, write position and stored length, plus one zero row describing the data layout.
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+        The data itself is not copied: a disk replay is reopened in place on load.
+        """
+        storage = self.buffer._storage
+        example = storage[0].clone().zero_() if storage.initialized else None
+        return {
+            "sampler": self.buffer._sampler.state_dict(),
+            "writer": self.buffer._writer.state_dict(),
+            "steps": len(storage),
+            "example": example,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> bool:
+        """Restore sampling and writing state; returns whether the stored data came back.
+
+        A disk replay reopens its memory-mapped files (TorchRL has no public reopen:
+        ``dumps``/``loads`` would copy every step, so we initialise the storage on the
+        existing files and set its length). A memory replay cannot come back: it
+        starts empty, and the caller refills it.
+        """
+        storage = self.buffer._storage
+        if not isinstance(storage, LazyMemmapStorage) or state["example"] is None:
+            return False
+        storage._init(state["example"])  # existsok=True: maps the files already in the directory
+        storage._len = state["steps"]
         self.buffer._sampler.load_state_dict(state["sampler"])
         self.buffer._writer.load_state_dict(state["writer"])
+        return True
 
 
 @register("replay", "uniform", ReplayConfig)

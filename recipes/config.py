@@ -64,10 +64,23 @@ class TrainConfig:
     num_envs: int = 1
     async_envs: bool = False
     log_every: int = 100
-    checkpoint_every: int = 10_000
+    checkpoint_every: int = 100_000
+    checkpoint_minutes: float = 30.0
+    keep_checkpoints: int = 3
+    nonfinite: str = "stop"
     precision: str = "auto"
     accelerator: str = "auto"
     devices: int = 1
+
+
+@dataclass
+class EvalConfig:
+    """``python run.py evaluate=<run dir>``: episodes, ``policy`` mode or sample, GIF videos, which checkpoint."""
+
+    episodes: int = 10
+    policy: str = "mode"
+    videos: int = 1
+    checkpoint: str = "last.ckpt"
 
 
 @dataclass
@@ -99,9 +112,12 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     recipe: str = "dreamer"
     seed: int = 0
     run_dir: str = "runs/default"
+    resume: Optional[str] = None
+    evaluate: Optional[str] = None
 
 
 COMPONENT_KINDS = ("env", "encoder", "decoder", "latent", "kl", "actor_grad", "replay")

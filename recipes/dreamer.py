@@ -13,6 +13,7 @@ the loop, precision, devices, checkpoints and loggers; optimization is manual.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import lightning as L
@@ -20,27 +21,46 @@ import torch
 from tensordict import TensorDict
 
 from recipes.behavior import Behavior
+from recipes.checkpoint import NonFiniteLoss
 from recipes.config import BehaviorConfig, ModelConfig, OptimConfig
 from recipes.world_model import WorldModel
-from registry import register
+from registry import ConfigError, register
+
+log = logging.getLogger(__name__)
+NONFINITE = ("stop", "skip")
 
 
 @register("recipe", "dreamer")
 class Dreamer(L.LightningModule):
     """DreamerV1/V2-family agent; which variant is decided by the components it is given."""
 
-    def __init__(self, model: ModelConfig, behavior: BehaviorConfig, components: dict, env_info, log_every: int = 100):
+    def __init__(
+        self,
+        model: ModelConfig,
+        behavior: BehaviorConfig,
+        components: dict,
+        env_info,
+        log_every: int = 100,
+        nonfinite: str = "stop",
+    ):
         super().__init__()
+        if nonfinite not in NONFINITE:
+            raise ConfigError(f"train.nonfinite: unknown {nonfinite!r}; valid: {', '.join(NONFINITE)}")
         self.automatic_optimization = False
-        self.model_cfg, self.behavior_cfg, self.log_every = model, behavior, log_every
+        self.model_cfg, self.behavior_cfg, self.log_every, self.nonfinite = model, behavior, log_every, nonfinite
         self.world_model = WorldModel(model, components, env_info.obs_space, env_info.action_dim, behavior.discount)
         self.behavior = Behavior(
             behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
         )
         self.env_info = env_info
         self.experience = None  # attached by recipes.train before fitting
-        self.updates = 0
+        self.skipped_updates = 0
         self._agent_state = None
+
+    @property
+    def updates(self) -> int:
+        """Gradient updates so far (counted by the experience pipeline that schedules them)."""
+        return self.experience.updates if self.experience is not None else 0
 
     # -- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -77,17 +97,47 @@ class Dreamer(L.LightningModule):
     def training_step(self, batch: TensorDict, batch_idx: int):
         model_opt, actor_opt, critic_opt = self.optimizers()
         model_loss, post, metrics = self.world_model.loss(batch)
+        if not self._finite(metrics, "model/"):
+            return
         self._step(model_opt, model_loss, self.model_cfg.opt.clip)
 
         actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
             self.world_model, post, batch["is_terminal"], self.updates
         )
+        if not self._finite(behavior_metrics, "behavior/"):
+            return
         self._step(actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step(critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
-        self.updates += 1
         self.behavior.update_slow_critic(self.updates)
         metrics.update(behavior_metrics)
         self._log(metrics)
+
+    def _finite(self, metrics: dict, prefix: str) -> bool:
+        """Stop (or skip the update) before an optimizer step on a NaN/Inf loss, naming the term."""
+        losses = {k: v for k, v in metrics.items() if k.startswith(prefix) and k.endswith("loss")}
+        if torch.stack(list(losses.values())).isfinite().all():  # one host sync per loss group
+            return True
+        bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v))
+        where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.agent_steps})"
+        if self.nonfinite == "stop":
+            raise NonFiniteLoss(f"{where}; training stopped, the last good checkpoint is kept")
+        self.skipped_updates += 1
+        log.warning("%s; update skipped (%d skipped so far)", where, self.skipped_updates)
+        return False
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dreamer"] = {
+            "experience": self.experience.state_dict(),
+            "skipped_updates": self.skipped_updates,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        state = checkpoint["dreamer"]
+        self.experience.load_state_dict(state["experience"])
+        self.skipped_updates = state["skipped_updates"]
+        torch.set_rng_state(state["torch_rng"])
 
     def _log(self, metrics: dict) -> None:
         exp = self.experience

@@ -5,13 +5,17 @@ reward that came with it (both zero at an episode start, where ``is_first`` is
 set), as the RSSM expects.
 
 Interleaving: every update replays ``batch * length`` steps; updates are due
-while ``updates * batch * length < train_ratio * (agent steps - prefill)``.
+while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``.
 Before the first update, ``prefill`` agent steps are collected with uniform
-random actions, then ``pretrain`` updates run on them.
+random actions; the ``pretrain`` updates follow at once.
+
+An environment that raises is rebuilt (``make_envs``) and its episode restarts;
+``max_env_restarts`` failures in a row end the run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -22,29 +26,34 @@ from tensordict import TensorDict
 
 from recipes.config import TrainConfig
 
-FLAGS = ("is_first", "is_last", "is_terminal")
+log = logging.getLogger(__name__)
 
 
 class Experience:
     """Steps the environments with a policy, stores transitions and yields replayed batches."""
 
-    def __init__(self, envs, info, replay, cfg: TrainConfig, seed: int):
-        self.envs, self.info, self.replay, self.cfg = envs, info, replay, cfg
-        self.num_envs = envs.num_envs
+    def __init__(self, make_envs: Callable, info, replay, cfg: TrainConfig, seed: int, max_env_restarts: int = 10):
+        self.make_envs, self.info, self.replay, self.cfg, self.seed = make_envs, info, replay, cfg, seed
+        self.max_env_restarts = max_env_restarts
+        self.envs = make_envs()
+        self.num_envs = self.envs.num_envs
         self.rng = np.random.default_rng(seed)
         self.agent_steps = 0
         self.updates = 0
         self.episodes = 0
+        self.env_restarts = 0
+        self._restarts_in_a_row = 0
         self.finished: deque = deque(maxlen=1000)  # (agent_steps, return, length) not yet logged
         self.last_return = float("nan")
-        obs, _ = envs.reset(seed=seed)
-        self._obs = obs
-        self._action = torch.zeros(self.num_envs, info.action_dim)
+        self._reset_envs(seed)
+        self._start_time, self._start_steps = time.time(), 0
+
+    def _reset_envs(self, seed: int) -> None:
+        self._obs, _ = self.envs.reset(seed=seed)
+        self._action = torch.zeros(self.num_envs, self.info.action_dim)
         self._reward = np.zeros(self.num_envs, np.float32)
         self._ep_return = np.zeros(self.num_envs, np.float64)
         self._ep_length = np.zeros(self.num_envs, np.int64)
-        self._start_time = time.time()
-        self._start_steps = 0
 
     @property
     def frames(self) -> int:
@@ -53,7 +62,7 @@ class Experience:
 
     @property
     def fps(self) -> float:
-        """Agent steps per second since the last reset of the clock."""
+        """Agent steps per second since training (or the resumed run) started."""
         return (self.agent_steps - self._start_steps) / max(time.time() - self._start_time, 1e-9)
 
     def random_action(self) -> torch.Tensor:
@@ -78,9 +87,27 @@ class Experience:
         self._account(first.numpy(), obs["is_last"].bool().numpy())
         action = (policy(obs) if policy is not None else self.random_action()).float().cpu()
         env_action = action.argmax(-1).numpy() if self.info.discrete else action.numpy()
-        self._obs, reward, _, _, _ = self.envs.step(env_action)
-        self._action, self._reward = action, np.asarray(reward, np.float32)
         self.agent_steps += self.num_envs
+        try:
+            self._obs, reward, _, _, _ = self.envs.step(env_action)
+        except Exception as err:  # a crashed env (or worker process) must not end a days-long run
+            self._restart(err)
+            return
+        self._restarts_in_a_row = 0
+        self._action, self._reward = action, np.asarray(reward, np.float32)
+
+    def _restart(self, err: Exception) -> None:
+        self.env_restarts += 1
+        self._restarts_in_a_row += 1
+        if self._restarts_in_a_row > self.max_env_restarts:
+            raise RuntimeError(f"environments failed {self._restarts_in_a_row} times in a row; last error: {err!r}") from err
+        log.warning("environment failed (%r); restarting it (restart %d)", err, self.env_restarts)
+        try:
+            self.envs.close()
+        except Exception:  # the broken env may not close cleanly; its replacement is what matters
+            pass
+        self.envs = self.make_envs()
+        self._reset_envs(self.seed + self.env_restarts)
 
     def _account(self, first: np.ndarray, last: np.ndarray) -> None:
         self._ep_return[first] = 0.0
@@ -102,6 +129,8 @@ class Experience:
         """Collect until ``cfg.steps`` agent steps, yielding one ``[B, T]`` batch per due update."""
         while self.agent_steps < self.cfg.prefill:
             self.step(None)
+        while self.replay.steps < self.cfg.length:  # a resumed run whose replay was in memory
+            self.step(policy)
         self._start_time, self._start_steps = time.time(), self.agent_steps
         while self.agent_steps < self.cfg.steps or self.updates_due():
             if self.updates_due():
@@ -109,3 +138,27 @@ class Experience:
                 yield self.replay.sample(self.cfg.batch)
             else:
                 self.step(policy)
+
+    def close(self) -> None:
+        """Close the environments."""
+        self.envs.close()
+
+    # -- checkpointing ----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Counters, the random-action RNG and the replay's position (its data stays in the storage)."""
+        return {
+            "agent_steps": self.agent_steps,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "env_restarts": self.env_restarts,
+            "last_return": self.last_return,
+            "rng": self.rng.bit_generator.state,
+            "replay": self.replay.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue the counters; reopen the replay (a memory replay starts empty and is refilled)."""
+        for key in ("agent_steps", "updates", "episodes", "env_restarts", "last_return"):
+            setattr(self, key, state[key])
+        self.rng.bit_generator.state = state["rng"]
+        self.replay.load_state_dict(state["replay"])

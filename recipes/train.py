@@ -1,12 +1,17 @@
-"""Build a run from the composed config and train it: validate, envs, replay, agent, Lightning Trainer.
+"""Build a run from the composed config and train, resume or evaluate it.
 
 Everything is validated before the first environment is made, so a typo fails
 in seconds with the key's path and the valid choices.
+
+    python run.py recipe=...                 train in a new run directory
+    python run.py resume=<run dir>           continue from <run dir>/checkpoints/last.ckpt
+    python run.py evaluate=<run dir>         evaluate a checkpoint (see recipes/evaluate.py)
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import warnings
@@ -14,10 +19,12 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import registry
+from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, load_checkpoint
 from recipes.config import COMPONENT_KINDS, RunConfig
 from recipes.progress import ProgressBar
 from registry import ConfigError
@@ -28,10 +35,39 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+
+# (path, test, what it must be): numeric settings checked before anything is built.
+RANGES = [
+    ("train.batch", lambda v: v >= 1, ">= 1"),
+    ("train.length", lambda v: v >= 2, ">= 2"),
+    ("train.steps", lambda v: v >= 1, ">= 1"),
+    ("train.num_envs", lambda v: v >= 1, ">= 1"),
+    ("train.log_every", lambda v: v >= 1, ">= 1"),
+    ("train.pretrain", lambda v: v >= 0, ">= 0"),
+    ("train.train_ratio", lambda v: v > 0 and math.isfinite(v), "a positive number"),
+    ("train.checkpoint_every", lambda v: v >= 1, ">= 1"),
+    ("train.checkpoint_minutes", lambda v: v > 0, "> 0"),
+    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("behavior.horizon", lambda v: v >= 2, ">= 2 (the actor needs a target after its action)"),
+    ("behavior.discount", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("behavior.lambda_", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("behavior.ent_scale", lambda v: v >= 0, ">= 0"),
+    ("behavior.slow_critic_every", lambda v: v >= 1, ">= 1"),
+    ("behavior.slow_critic_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("eval.episodes", lambda v: v >= 1, ">= 1"),
+]
+POSITIVE_SIZES = ("cnn_depth", "mlp_units", "deter", "hidden", "stoch", "classes")
+
+
+def _get(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
-    """Type-check the whole config: recipe sections by schema, components through the registry."""
+    """Type- and range-check the whole config: sections by schema, components through the registry."""
     container = OmegaConf.to_container(cfg, resolve=True)
     components = {kind: container.get(kind) for kind in COMPONENT_KINDS}
     for kind, section in components.items():
@@ -39,14 +75,20 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
     registry.get("recipe", container.get("recipe", "dreamer"))
     plain = {k: v for k, v in container.items() if k not in COMPONENT_KINDS}
     run = registry.core.to_schema(RunConfig, plain, path="config")
-    t = run.train
-    if t.prefill < t.length:
-        raise ConfigError(f"train.prefill ({t.prefill}) must be at least train.length ({t.length}) to sample a batch")
-    for key in ("batch", "length", "steps", "num_envs", "log_every"):
-        if getattr(t, key) < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
-    if t.train_ratio <= 0:
-        raise ConfigError(f"train.train_ratio must be > 0, got {t.train_ratio}")
+    for path, ok, what in RANGES:
+        if not ok(_get(run, path)):
+            raise ConfigError(f"{path} must be {what}, got {_get(run, path)}")
+    for key in POSITIVE_SIZES:
+        if getattr(run.size, key) < 1:
+            raise ConfigError(f"size.{key} must be >= 1, got {getattr(run.size, key)}")
+    for name, opt in (("model.opt", run.model.opt), ("behavior.actor_opt", run.behavior.actor_opt),
+                      ("behavior.critic_opt", run.behavior.critic_opt)):
+        if not (opt.lr > 0 and opt.eps > 0 and opt.clip > 0 and opt.wd >= 0):
+            raise ConfigError(f"{name}: lr, eps and clip must be > 0 and wd >= 0, got {opt}")
+    if run.train.prefill < run.train.length:
+        raise ConfigError(
+            f"train.prefill ({run.train.prefill}) must be at least train.length ({run.train.length}) to sample a batch"
+        )
     return run, components
 
 
@@ -75,72 +117,93 @@ def make_logger(cfg: DictConfig, run_dir: Path):
     if not cfg.get("logger"):
         return False
     logger_cfg = OmegaConf.to_container(cfg.logger, resolve=True)
-    target = logger_cfg.get("_target_", "")
-    key = "save_dir"
-    if target.endswith("WandbLogger"):
+    if logger_cfg.get("_target_", "").endswith("WandbLogger"):
         os.environ.setdefault("WANDB_DIR", str(run_dir))
         os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb-cache"))
-    return instantiate(logger_cfg, **{key: str(run_dir)})
+    return instantiate(logger_cfg, save_dir=str(run_dir))
+
+
+def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
+    """The saved config of ``run_dir`` with ``train.*`` overrides (e.g. a larger ``train.steps``)."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
+    cfg = OmegaConf.load(saved)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        key = key.lstrip("+")
+        if key in ("resume", "evaluate") or key.startswith("hydra"):
+            continue
+        if not key.startswith(("train.", "eval.")):
+            raise ConfigError(f"resume: only train.* and eval.* can change when resuming, not {key!r}")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    cfg.run_dir = str(run_dir)
+    cfg.resume = str(run_dir)
+    return cfg
 
 
 def build(cfg: DictConfig):
     """Validate ``cfg`` and build (module, experience, trainer) without training."""
     from components.envs import env_info, make_vector_env
+    from recipes.experience import Experience
 
     run, components = validate(cfg)
     run_dir = Path(run.run_dir)
     save_run_info(cfg, run_dir)
     L.seed_everything(run.seed, workers=True, verbose=False)
-    envs = make_vector_env(components["env"], run.train.num_envs, run.seed, asynchronous=run.train.async_envs)
-    info = env_info(envs)
-    replay = registry.build(
-        "replay",
-        components["replay"],
-        num_envs=run.train.num_envs,
-        length=run.train.length,
-        directory=str(run_dir / "replay"),
-        seed=run.seed,
-    )
-    from recipes.experience import Experience
 
-    experience = Experience(envs, info, replay, run.train, run.seed)
+    def make_envs():
+        return make_vector_env(components["env"], run.train.num_envs, run.seed, asynchronous=run.train.async_envs)
+
+    envs = make_envs()
+    info = env_info(envs)
+    envs.close()
+    replay = registry.build(
+        "replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
+        directory=str(run_dir / "replay"), seed=run.seed,
+    )
+    experience = Experience(make_envs, info, replay, run.train, run.seed)
     module = registry.get("recipe", run.recipe).target(
-        run.model, run.behavior, components, info, log_every=run.train.log_every
+        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite
     )
     module.experience = experience
-    callbacks = [
-        ProgressBar(),
-        L.pytorch.callbacks.ModelCheckpoint(
-            dirpath=run_dir / "checkpoints", every_n_train_steps=3 * run.train.checkpoint_every, save_last=True
-        ),
-    ]
+    t = run.train
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=1,
-        accelerator=run.train.accelerator,
-        devices=run.train.devices,
+        accelerator=t.accelerator,
+        devices=t.devices,
         precision=precision(run),
         logger=make_logger(cfg, run_dir),
-        callbacks=callbacks,
+        callbacks=[ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)],
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=False,
         log_every_n_steps=1,
-        enable_model_summary=True,
     )
     return module, experience, trainer
 
 
-def train(cfg: DictConfig) -> dict:
-    """Train the configured recipe; returns a summary (agent steps, updates, episodes, last return)."""
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
+    """Train the configured recipe (or resume ``cfg.resume``); returns a summary of the run."""
+    ckpt = None
+    if cfg.get("resume"):
+        cfg = resume_config(cfg.resume, overrides or [])
+        ckpt = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+        load_checkpoint(ckpt)  # a corrupt or missing checkpoint fails here, naming the file
     module, experience, trainer = build(cfg)
     try:
-        trainer.fit(module, train_dataloaders=experience.batches(module.policy))
+        trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
     finally:
-        experience.envs.close()
+        experience.close()
     summary = {
         "agent_steps": experience.agent_steps,
         "frames": experience.frames,
         "updates": module.updates,
         "episodes": experience.episodes,
         "last_return": experience.last_return,
+        "env_restarts": experience.env_restarts,
+        "skipped_updates": module.skipped_updates,
     }
     log.info("finished: %s", summary)
     return summary

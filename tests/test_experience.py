@@ -11,9 +11,11 @@ from recipes.experience import Experience
 
 
 def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:
-    envs = make_vector_env({"name": "gym", "task": "CartPole-v1"}, num_envs, seed=0)
+    def make_envs():
+        return make_vector_env({"name": "gym", "task": "CartPole-v1"}, num_envs, seed=0)
+
     replay = registry.build("replay", {"name": "uniform", "capacity": 10_000}, num_envs=num_envs, length=cfg.length)
-    return Experience(envs, env_info(envs), replay, cfg, seed=0)
+    return Experience(make_envs, env_info(make_envs()), replay, cfg, seed=0)
 
 
 def test_stored_steps_hold_the_action_that_led_to_them():

@@ -126,6 +126,26 @@ def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
     assert torch.all(batch["t"][:, 1:] - batch["t"][:, :-1] == 1)
 
 
+def test_disk_replay_reopens_in_place_from_its_state(tmp_path):
+    cfg = ReplayConfig(capacity=64, storage="disk")
+    replay = uniform(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=0)
+    fill(replay, 30, 2)
+    state = replay.state_dict()
+    expected = replay.sample(8)["t"]
+    reopened = uniform(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=5)
+    assert reopened.load_state_dict(state) is True
+    assert reopened.steps == 30 and torch.equal(reopened.sample(8)["t"], expected)
+    fill(reopened, 1, 2)  # writing continues after the last stored step
+    assert reopened.steps == 31
+
+
+def test_memory_replay_says_its_data_did_not_come_back():
+    replay = uniform(ReplayConfig(capacity=64), num_envs=1, length=4)
+    fill(replay, 10, 1)
+    fresh = uniform(ReplayConfig(capacity=64), num_envs=1, length=4)
+    assert fresh.load_state_dict(replay.state_dict()) is False and fresh.steps == 0
+
+
 def test_bad_config_values_name_the_key():
     with pytest.raises(ConfigError, match=r"replay.storage: unknown 'ssd'; valid: memory, disk"):
         registry.build("replay", {"name": "uniform", "storage": "ssd"}, num_envs=1, length=4)

@@ -1,0 +1,106 @@
+"""Checkpoints a crash cannot break: atomic writes, periodic saves by env steps and wall time, keep-last-N.
+
+- ``AtomicCheckpointIO`` (a Lightning CheckpointIO plugin) writes ``<name>.tmp`` and renames it
+  over ``<name>``, so a crash mid-write never leaves a broken checkpoint; a full disk raises
+  ``CheckpointError`` naming the file and keeps the previous one.
+- ``Checkpointer`` (a Lightning callback) saves ``step_<agent steps>.ckpt`` every
+  ``every_steps`` agent steps or ``every_minutes`` of wall time, on SIGINT/SIGTERM and at the
+  end, points ``last.ckpt`` at the newest one and keeps the newest ``keep``.
+  (Lightning's ModelCheckpoint counts optimizer steps and cannot combine a step and a
+  time trigger, hence this small callback.)
+- ``load_checkpoint`` reads one with an error that names the file when it is corrupt.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file."""
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss became NaN or Inf; the message names the term and the update."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save to a temporary file, then rename it into place."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            why = "no space left on device" if err.errno == errno.ENOSPC else str(err)
+            raise CheckpointError(f"could not write checkpoint {path}: {why}; the previous checkpoints are kept") from err
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint; a missing, truncated or corrupt file is a CheckpointError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(err).__name__}: {err})") from None
+
+
+class Checkpointer(Callback):
+    """Periodic, signal and final checkpoints of a Dreamer run into ``directory``."""
+
+    def __init__(self, directory: str | Path, every_steps: int, every_minutes: float, keep: int):
+        self.directory = Path(directory)
+        self.every_steps, self.every_seconds, self.keep = every_steps, every_minutes * 60, keep
+        self._last_steps, self._last_time = 0, time.time()
+
+    def on_train_start(self, trainer, pl_module):
+        self._last_steps, self._last_time = pl_module.experience.agent_steps, time.time()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        steps = pl_module.experience.agent_steps
+        if steps - self._last_steps >= self.every_steps or time.time() - self._last_time >= self.every_seconds:
+            self.save(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module):
+        self.save(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception):
+        if isinstance(exception, (NonFiniteLoss, CheckpointError)):
+            return  # keep the last good checkpoint as it is
+        if pl_module.experience is not None and pl_module.updates > 0:
+            log.warning("saving a checkpoint after %s", type(exception).__name__)
+            self.save(trainer, pl_module)
+
+    def save(self, trainer, pl_module) -> Path:
+        """Write ``step_<agent steps>.ckpt``, repoint ``last.ckpt`` and prune old ones."""
+        steps = pl_module.experience.agent_steps
+        path = self.directory / f"step_{steps:012d}.ckpt"
+        trainer.save_checkpoint(path)
+        last = self.directory / "last.ckpt"
+        tmp = self.directory / "last.ckpt.tmp"
+        tmp.unlink(missing_ok=True)
+        os.link(path, tmp)  # a hard link costs no space; the rename makes it atomic
+        os.replace(tmp, last)
+        for old in sorted(self.directory.glob("step_*.ckpt"))[: -self.keep]:
+            old.unlink()
+        self._last_steps, self._last_time = steps, time.time()
+        return path
