@@ -144,7 +144,7 @@ class Replay:
         The data itself is not copied: a disk replay is reopened in place on load.
         """
         storage = self.buffer._storage
-        example = storage[0].clone().zero_() if storage.initialized else None
+        example = storage[0].clone().zero_().to_dict() if storage.initialized else None
         return {
             "sampler": self.buffer._sampler.state_dict(),
             "writer": self.buffer._writer.state_dict(),
@@ -163,7 +163,8 @@ class Replay:
         storage = self.buffer._storage
         if not isinstance(storage, LazyMemmapStorage) or state["example"] is None:
             return False
-        storage._init(state["example"])  # existsok=True: maps the files already in the directory
+        example = TensorDict(state["example"], batch_size=[self.num_envs])
+        storage._init(example)  # existsok=True: maps the files already in the directory
         storage._len = state["steps"]
         self.buffer._sampler.load_state_dict(state["sampler"])
         self.buffer._writer.load_state_dict(state["writer"])

@@ -123,8 +123,20 @@ class RunConfig:
 COMPONENT_KINDS = ("env", "encoder", "decoder", "latent", "kl", "actor_grad", "replay")
 
 
+def run_dir(resume: str | None, evaluate: str | None, day: str, time: str, recipe: str) -> str:
+    """Hydra's job directory: a new ``runs/<day>/<time>_<recipe>``, or a subfolder of a resumed/evaluated run."""
+    if resume:
+        return f"{resume}/resumed/{day}_{time}"
+    if evaluate:
+        return f"{evaluate}/eval/{day}_{time}"
+    return f"runs/{day}/{time}_{recipe}"
+
+
 def register_schema() -> None:
-    """Make ``dreamerkit_schema`` available to Hydra so config.yaml composes onto typed defaults."""
+    """Make ``dreamerkit_schema`` and the ``dk.run_dir`` resolver available to Hydra."""
     from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
 
     ConfigStore.instance().store(name="dreamerkit_schema", node=RunConfig)
+    if not OmegaConf.has_resolver("dk.run_dir"):
+        OmegaConf.register_new_resolver("dk.run_dir", run_dir)

@@ -125,6 +125,10 @@ class Dreamer(L.LightningModule):
         log.warning("%s; update skipped (%d skipped so far)", where, self.skipped_updates)
         return False
 
+    def on_train_epoch_end(self) -> None:
+        # One epoch is one pass of the experience iterable, which ends at ``train.steps``.
+        self.trainer.should_stop = True
+
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["dreamer"] = {

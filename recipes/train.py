@@ -171,7 +171,7 @@ def build(cfg: DictConfig):
     t = run.train
     trainer = L.Trainer(
         default_root_dir=run_dir,
-        max_epochs=1,
+        max_epochs=-1,  # the experience iterable decides when training ends (see Dreamer.on_train_epoch_end)
         accelerator=t.accelerator,
         devices=t.devices,
         precision=precision(run),
