@@ -97,14 +97,15 @@ class Dreamer(L.LightningModule):
     def training_step(self, batch: TensorDict, batch_idx: int):
         model_opt, actor_opt, critic_opt = self.optimizers()
         model_loss, post, metrics = self.world_model.loss(batch)
-        if not self._finite(metrics, "model/"):
+        if not self._finite({**metrics, "model/loss": model_loss}, "model/"):
             return
         self._step(model_opt, model_loss, self.model_cfg.opt.clip)
 
         actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
             self.world_model, post, batch["is_terminal"], self.updates
         )
-        if not self._finite(behavior_metrics, "behavior/"):
+        losses = {"behavior/actor_loss": actor_loss, "behavior/critic_loss": critic_loss}
+        if not self._finite({**behavior_metrics, **losses}, "behavior/"):
             return
         self._step(actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step(critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
@@ -114,7 +115,7 @@ class Dreamer(L.LightningModule):
 
     def _finite(self, metrics: dict, prefix: str) -> bool:
         """Stop (or skip the update) before an optimizer step on a NaN/Inf loss, naming the term."""
-        losses = {k: v for k, v in metrics.items() if k.startswith(prefix) and k.endswith("loss")}
+        losses = {k: v.detach() for k, v in metrics.items() if k.startswith(prefix) and k.endswith("loss")}
         if torch.stack(list(losses.values())).isfinite().all():  # one host sync per loss group
             return True
         bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v))

@@ -1,0 +1,218 @@
+"""Runs you can trust: checkpoints, kill-and-resume, determinism, evaluation and every failure handled."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import registry
+from components.envs.base import Flags
+from recipes import checkpoint as ckpt_module
+from recipes.checkpoint import CheckpointError, NonFiniteLoss, load_checkpoint
+from recipes.train import train
+from recipes.world_model import WorldModel
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "replay.storage=disk", "train.log_every=1"]
+
+
+def run_py(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sigkill_then_resume_continues_the_run(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *SMOKE, "train.steps=100000", "train.checkpoint_every=60", f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.time() + 120
+        while len(list((run_dir / "checkpoints").glob("step_*.ckpt"))) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        assert (run_dir / "checkpoints" / "last.ckpt").exists(), "no checkpoint before the deadline"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["experience"]
+    steps_at_ckpt, replay_at_ckpt = state["agent_steps"], state["replay"]["steps"]
+    rows_before = len(metrics(run_dir))
+    target = steps_at_ckpt + 150
+    done = run_py(f"resume={run_dir}", f"train.steps={target}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["experience"]
+    assert after["agent_steps"] == target  # the env-step counter continued from the checkpoint
+    assert after["replay"]["steps"] >= replay_at_ckpt  # the replay was reopened, not refilled
+    rows = metrics(run_dir)
+    assert len(rows) > rows_before  # the same metrics.csv goes on
+    new = [r for r in rows[rows_before:] if r.get("model/loss")]
+    assert new and all(math.isfinite(float(r["model/loss"])) for r in new)
+    assert min(int(r["step"]) for r in new) >= steps_at_ckpt  # logged against frames after the checkpoint
+
+
+def test_resuming_twice_gives_identical_first_update_losses(tmp_path):
+    base = tmp_path / "base"
+    first = run_py(*SMOKE, "train.steps=200", f"hydra.run.dir={base}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows_before = len(metrics(base))
+    losses = []
+    for name in ("a", "b"):
+        copy = tmp_path / name
+        shutil.copytree(base, copy)
+        resumed = run_py(f"resume={copy}", "train.steps=230")
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        new = [r for r in metrics(copy)[rows_before:] if r.get("model/loss")]
+        losses.append((new[0]["model/loss"], new[0]["behavior/actor_loss"], new[0]["behavior/critic_loss"]))
+    assert losses[0] == losses[1]
+
+
+def test_corrupt_checkpoint_is_named_in_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_py(*SMOKE, f"hydra.run.dir={run_dir}").returncode == 0
+    last = run_dir / "checkpoints" / "last.ckpt"
+    data = last.read_bytes()
+    last.unlink()  # last.ckpt is a hard link: write a truncated copy instead of truncating the target
+    last.write_bytes(data[: len(data) // 3])
+    proc = run_py(f"resume={run_dir}")
+    assert proc.returncode != 0
+    assert f"checkpoint {last} is corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    io = ckpt_module.AtomicCheckpointIO()
+    path = tmp_path / "step.ckpt"
+    io.save_checkpoint({"weights": torch.ones(3)}, path)
+    before = digest(path)
+
+    def no_space(obj, f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", no_space)
+    with pytest.raises(CheckpointError, match=f"could not write checkpoint {path}: no space left on device"):
+        io.save_checkpoint({"weights": torch.zeros(3)}, path)
+    assert digest(path) == before and not list(tmp_path.glob("*.tmp"))
+
+
+def _nan_after(monkeypatch, updates: int):
+    original = WorldModel.loss
+    calls = {"n": 0}
+
+    def loss(self, batch):
+        total, post, m = original(self, batch)
+        calls["n"] += 1
+        if calls["n"] > updates:
+            m["model/reward_loss"] = torch.tensor(float("nan"))
+            total = total + m["model/reward_loss"]
+        return total, post, m
+
+    monkeypatch.setattr(WorldModel, "loss", loss)
+
+
+def test_nan_loss_stops_naming_the_term_and_keeps_the_checkpoint(make_cfg, monkeypatch):
+    cfg = make_cfg(*SMOKE, "train.steps=400", "train.checkpoint_every=40")
+    _nan_after(monkeypatch, 60)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite model/reward_loss, model/loss at update 6\d"):
+        train(cfg)
+    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(last)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    assert state["dreamer"]["experience"]["updates"] <= 61
+
+
+def test_nan_loss_can_skip_updates_instead(make_cfg, monkeypatch):
+    cfg = make_cfg(*SMOKE, "train.steps=150", "train.nonfinite=skip")
+    _nan_after(monkeypatch, 40)
+    summary = train(cfg)
+    assert summary["skipped_updates"] == summary["updates"] - 40 > 0
+
+
+@dataclass
+class FlakyConfig:
+    """Fails on step ``fail_at`` of its first life (class-wide), then behaves."""
+
+    fail_at: int = 30
+
+
+class Flaky(gym.Env):
+    """A 2-d vector env that raises once, like a crashed emulator or worker."""
+
+    failed = False
+    observation_space = gym.spaces.Dict({"vector": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    action_space = gym.spaces.Discrete(2)
+    metadata = {"action_repeat": 1}
+
+    def __init__(self, fail_at: int):
+        self.fail_at, self.t = fail_at, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return {"vector": np.zeros(2, np.float32)}, {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == self.fail_at and not Flaky.failed:
+            Flaky.failed = True
+            raise RuntimeError("emulator crashed")
+        return {"vector": np.full(2, self.t / 100, np.float32)}, 1.0, self.t >= 50, False, {}
+
+
+@registry.register("env", "test_flaky", FlakyConfig)
+def make_flaky(cfg: FlakyConfig, seed: int = 0):
+    """Test env that crashes once."""
+    return Flags(Flaky(cfg.fail_at))
+
+
+def test_a_crashing_environment_is_restarted(make_cfg):
+    Flaky.failed = False
+    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", "env=gym", "train.steps=150")
+    cfg.env = {"name": "test_flaky", "fail_at": 40}
+    summary = train(cfg)
+    assert Flaky.failed and summary["env_restarts"] == 1 and summary["agent_steps"] >= 150
+
+
+def test_evaluate_command_prints_mean_and_writes_videos(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_py("recipe=dreamerv2_dmc", "debug=smoke", "logger=none", "env.time_limit=30", f"hydra.run.dir={run_dir}")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    proc = run_py(f"evaluate={run_dir}", "eval.episodes=2", "eval.videos=1", "eval.policy=sample")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "return over 2 episodes (sample):" in proc.stdout and "+-" in proc.stdout
+    assert (run_dir / "eval" / "episode_0.gif").stat().st_size > 0
+    assert len((run_dir / "eval" / "returns.csv").read_text().splitlines()) == 3
+
+
+def test_checkpoints_by_wall_time_and_keep_last(make_cfg):
+    cfg = make_cfg(*SMOKE, "train.steps=200", "train.checkpoint_every=100000", "train.checkpoint_minutes=0.0001",
+                   "train.keep_checkpoints=2")
+    train(cfg)
+    kept = sorted(p.name for p in (Path(cfg.run_dir) / "checkpoints").glob("step_*.ckpt"))
+    assert len(kept) == 2 and kept[-1] == "step_000000000200.ckpt"
+    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+    assert os.path.samefile(last, Path(cfg.run_dir) / "checkpoints" / kept[-1])
