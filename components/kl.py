@@ -13,7 +13,12 @@ from dataclasses import dataclass
 
 import torch
 
-from registry import register
+from registry import ConfigError, register
+
+
+def _check(cfg) -> None:
+    if cfg.free < 0 or cfg.scale < 0:
+        raise ConfigError(f"kl.free and kl.scale must be >= 0, got free={cfg.free}, scale={cfg.scale}")
 
 
 def _free(kl: torch.Tensor, free: float, free_avg: bool) -> torch.Tensor:
@@ -39,7 +44,8 @@ class Balanced:
 
     def __init__(self, cfg: BalancedConfig):
         if not 0.0 <= cfg.alpha <= 1.0:
-            raise ValueError(f"kl.alpha must lie in [0, 1], got {cfg.alpha}")
+            raise ConfigError(f"kl.alpha must lie in [0, 1], got {cfg.alpha}")
+        _check(cfg)
         self.cfg = cfg
 
     def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
@@ -64,6 +70,7 @@ class Plain:
     """KL(post || prior) with gradients into both posterior and prior."""
 
     def __init__(self, cfg: PlainConfig):
+        _check(cfg)
         self.cfg = cfg
 
     def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):

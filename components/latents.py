@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from registry import register
+from registry import ConfigError, register
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Categorical:
 
     def __init__(self, cfg: CategoricalConfig):
         if cfg.variables < 1 or cfg.classes < 2:
-            raise ValueError("latent: need variables >= 1 and classes >= 2")
+            raise ConfigError(f"latent: need variables >= 1 and classes >= 2, got {cfg.variables} x {cfg.classes}")
         self.variables, self.classes, self.unimix = cfg.variables, cfg.classes, cfg.unimix
         self.params_dim = self.size = cfg.variables * cfg.classes
 
@@ -73,7 +73,7 @@ class Gaussian:
 
     def __init__(self, cfg: GaussianConfig):
         if cfg.size < 1 or cfg.min_std < 0:
-            raise ValueError("latent: need size >= 1 and min_std >= 0")
+            raise ConfigError(f"latent: need size >= 1 and min_std >= 0, got size={cfg.size}, min_std={cfg.min_std}")
         self.size, self.min_std = cfg.size, cfg.min_std
         self.params_dim = 2 * cfg.size
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from registry import ConfigError
+
 _ACTS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
@@ -12,7 +14,7 @@ def activation(name: str) -> nn.Module:
     try:
         return _ACTS[name]()
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(_ACTS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(_ACTS)}") from None
 
 
 def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:

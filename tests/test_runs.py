@@ -216,3 +216,20 @@ def test_checkpoints_by_wall_time_and_keep_last(make_cfg):
     assert len(kept) == 2 and kept[-1] == "step_000000000200.ckpt"
     last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
     assert os.path.samefile(last, Path(cfg.run_dir) / "checkpoints" / kept[-1])
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_a_checkpoint(tmp_path, sig):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *SMOKE, "train.steps=100000", "train.checkpoint_every=100000",
+         f"hydra.run.dir={run_dir}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 120
+    while (not (run_dir / "csv" / "metrics.csv").exists() or len(metrics(run_dir)) < 20) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["experience"]
+    assert state["updates"] >= 20, err[-2000:]

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from components.envs.base import Flags, to_chw, unknown
-from registry import register
+from registry import ConfigError, register
 
 
 @dataclass
@@ -29,7 +29,7 @@ class DictObs(gym.ObservationWrapper):
         self.size, self.pixels = size, pixels
         space = env.observation_space
         if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"env: gym observations must be a Box, got {space}")
+            raise ConfigError(f"env.task: {env.spec.id} has {space} observations; the gym adapter takes a Box")
         self.image = pixels or (space.dtype == np.uint8 and len(space.shape) in (2, 3))
         if self.image:
             channels = 3 if pixels or len(space.shape) == 3 and space.shape[-1] == 3 else 1
