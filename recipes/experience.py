@@ -161,4 +161,6 @@ class Experience:
         for key in ("agent_steps", "updates", "episodes", "env_restarts", "last_return"):
             setattr(self, key, state[key])
         self.rng.bit_generator.state = state["rng"]
-        self.replay.load_state_dict(state["replay"])
+        if not self.replay.load_state_dict(state["replay"]) and state["replay"]["steps"]:
+            log.warning("the replay was kept in memory, so it starts empty: it refills before training goes on "
+                        "(use replay.storage=disk to keep it across restarts)")

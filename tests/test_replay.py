@@ -160,3 +160,33 @@ def test_sampling_before_a_window_is_stored_is_a_clear_error():
     fill(replay, 5, 1)
     with pytest.raises(RuntimeError, match="fewer than one window of 8"):
         replay.sample(2)
+
+
+def _anon_rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no RssAnon in /proc/self/status")
+
+
+def test_disk_replay_keeps_host_memory_flat(tmp_path):
+    """Writing 160 MB of 64x64 frames into a disk replay must not grow anonymous (heap) memory:
+    the frames live in the memory-mapped files (page cache the kernel can drop)."""
+    replay = uniform(ReplayConfig(capacity=40_000, storage="disk"), num_envs=4, length=8, directory=str(tmp_path))
+    step = TensorDict(
+        {
+            "image": torch.zeros(4, 1, 64, 64, dtype=torch.uint8),
+            "action": torch.zeros(4, 6),
+            "reward": torch.zeros(4),
+            "is_first": torch.zeros(4, dtype=torch.bool),
+            "is_last": torch.zeros(4, dtype=torch.bool),
+            "is_terminal": torch.zeros(4, dtype=torch.bool),
+        },
+        batch_size=[4],
+    )
+    replay.add(step)
+    before = _anon_rss_mb()
+    for _ in range(10_000):  # 40k frames x 4 KB
+        replay.add(step)
+    assert replay.steps == 10_000 and len(replay) == 40_000
+    assert _anon_rss_mb() - before < 40
