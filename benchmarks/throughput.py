@@ -1,0 +1,132 @@
+"""Training throughput of dreamerkit: gradient updates/s, imagined states/s, env steps/s, peak memory.
+
+    python benchmarks/throughput.py                                  # CPU, sizes tiny small dmc, fp32
+    python benchmarks/throughput.py --sizes dmc --precision bf16-mixed --updates 5
+    python benchmarks/throughput.py --recipe dreamerv2_atari --sizes atari --accelerator gpu
+
+Each row builds the real run (Hydra config, envs, replay, Lightning Trainer) with
+batch x length and horizon as given (default 16 x 50, horizon 15, as the paper),
+warms up, then times ``--updates`` updates through ``Trainer.fit``. Env steps/s
+is measured separately with random actions. Prints a table with the hardware.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import Callback
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recipes.config import register_schema  # noqa: E402
+
+
+class UpdateTimer(Callback):
+    """Times training steps after ``warmup`` of them."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.times, self._start = warmup, [], None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}; torch {torch.__version__}, python {platform.python_version()}"
+
+
+def measure(args, size: str, run_dir: Path) -> dict:
+    from recipes.train import build
+
+    b, t = args.batch, args.length
+    overrides = [
+        f"recipe={args.recipe}", f"size={size}", "logger=none", "replay.storage=memory", "replay.capacity=20000",
+        f"train.batch={b}", f"train.length={t}", f"behavior.horizon={args.horizon}", f"train.prefill={t}",
+        "train.pretrain=0", f"train.train_ratio={b * t}", f"train.steps={t + args.warmup + args.updates}",
+        f"train.precision={args.precision}", f"train.accelerator={args.accelerator}", f"run_dir={run_dir}",
+        *args.override,
+    ]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    module, experience, trainer = build(cfg)
+    timer = UpdateTimer(args.warmup)
+    trainer.callbacks.append(timer)
+    trainer.fit_loop.epoch_loop.max_steps = 3 * (args.warmup + args.updates)
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    trainer.fit(module, train_dataloaders=experience.batches(module.policy))
+    per_update = sum(timer.times) / len(timer.times)
+    envs = experience.make_envs()
+    envs.reset(seed=0)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 3.0:
+        envs.step(envs.action_space.sample())
+        n += envs.num_envs
+    env_sps = n / (time.perf_counter() - start)
+    envs.close()
+    experience.close()
+    params = sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6
+    return {
+        "size": size,
+        "params_M": params,
+        "updates_s": 1 / per_update,
+        "imagined_s": b * t * args.horizon / per_update,
+        "env_steps_s": env_sps,
+        "host_peak_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
+        "device_peak_GB": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipe", default="dreamerv2_dmc")
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "small", "dmc"])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=50)
+    parser.add_argument("--horizon", type=int, default=15)
+    parser.add_argument("--updates", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. env.task=walker_walk")
+    args = parser.parse_args()
+    register_schema()
+    print(f"# dreamerkit throughput: {args.recipe}, batch {args.batch} x {args.length}, horizon {args.horizon}, "
+          f"precision {args.precision}")
+    print(f"# hardware: {hardware()}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            rows.append(measure(args, size, Path(tmp) / size))
+    print(f"{'size':<8}{'params(M)':>10}{'updates/s':>11}{'s/update':>10}{'imagined/s':>12}{'env steps/s':>13}"
+          f"{'host peak GB':>14}{'GPU peak GB':>13}")
+    for r in rows:
+        print(f"{r['size']:<8}{r['params_M']:>10.2f}{r['updates_s']:>11.3f}{1 / r['updates_s']:>10.2f}"
+              f"{r['imagined_s']:>12.0f}{r['env_steps_s']:>13.0f}{r['host_peak_GB']:>14.2f}{r['device_peak_GB']:>13.2f}")
+
+
+if __name__ == "__main__":
+    main()
