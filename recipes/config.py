@@ -75,12 +75,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """``python run.py evaluate=<run dir>``: episodes, ``policy`` mode or sample, GIF videos, which checkpoint."""
+    """``evaluate=<run dir>``: episodes, ``policy`` mode or sample, GIFs, checkpoint; during training:
+    ``during_episodes`` episodes every ``every`` agent steps (0 = off)."""
 
     episodes: int = 10
     policy: str = "mode"
     videos: int = 1
     checkpoint: str = "last.ckpt"
+    every: int = 0
+    during_episodes: int = 5
 
 
 @dataclass

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import time
+
 import imageio.v2 as imageio
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 from tensordict import TensorDict
 
@@ -25,8 +28,18 @@ POLICIES = ("mode", "sample")
 
 
 def run_episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, int, list]:
-    """One episode of a single (non-vector) env; returns (return, length, frames)."""
-    module._agent_state = None
+    """One episode of a single (non-vector) env; returns (return, length, frames).
+
+    The module's acting state is saved and restored, so this can run in the middle of training.
+    """
+    saved, module._agent_state = module._agent_state, None
+    try:
+        return _episode(module, env, seed, mode, record)
+    finally:
+        module._agent_state = saved
+
+
+def _episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, int, list]:
     obs, _ = env.reset(seed=seed)
     total, length, frames = 0.0, 0, []
     while True:
@@ -78,3 +91,43 @@ def evaluate(cfg: DictConfig) -> dict:
     summary = {"episodes": len(returns), "mean": float(returns_np.mean()), "std": float(returns_np.std())}
     print(f"return over {len(returns)} episodes ({eval_cfg.policy}): {summary['mean']:.1f} +- {summary['std']:.1f}")
     return summary
+
+
+class PeriodicEval(Callback):
+    """Every ``every`` agent steps, run ``episodes`` evaluation episodes (policy mode) on a separate env.
+
+    Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
+    frames, agent_steps, updates, eval_return, train_return, wall_s.
+    """
+
+    def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int):
+        self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every, episodes, seed
+        self.path = Path(run_dir) / "eval" / "learning.csv"
+        self._next, self._env, self._start = every, None, time.time()
+
+    def on_train_start(self, trainer, pl_module):
+        self._next = (pl_module.experience.agent_steps // self.every + 1) * self.every
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        exp = pl_module.experience
+        if exp.agent_steps < self._next:
+            return
+        self._next += self.every
+        if self._env is None:
+            self._env = registry.build("env", self.env_cfg, path="env", seed=self.seed + 20_000)
+        was_training = pl_module.training
+        pl_module.eval()
+        returns = [run_episode(pl_module, self._env, self.seed + 20_000 + i, True, False)[0] for i in range(self.episodes)]
+        pl_module.train(was_training)
+        mean = float(np.mean(returns))
+        with open(self.path, "a") as f:
+            f.write(f"{exp.frames},{exp.agent_steps},{exp.updates},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
+        if trainer.logger:
+            trainer.logger.log_metrics({"eval/return": mean}, step=exp.frames)
+
+    def on_train_end(self, trainer, pl_module):
+        if self._env is not None:
+            self._env.close()

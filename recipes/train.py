@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 import registry
 from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, load_checkpoint
 from recipes.config import COMPONENT_KINDS, RunConfig
+from recipes.evaluate import PeriodicEval
 from recipes.progress import ProgressBar
 from registry import ConfigError
 
@@ -56,6 +57,8 @@ RANGES = [
     ("behavior.slow_critic_every", lambda v: v >= 1, ">= 1"),
     ("behavior.slow_critic_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("eval.episodes", lambda v: v >= 1, ">= 1"),
+    ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
+    ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
 ]
 POSITIVE_SIZES = ("cnn_depth", "mlp_units", "deter", "hidden", "stoch", "classes")
 
@@ -169,6 +172,9 @@ def build(cfg: DictConfig):
     )
     module.experience = experience
     t = run.train
+    callbacks = [ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)]
+    if run.eval.every > 0:
+        callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed))
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=-1,  # the experience iterable decides when training ends (see Dreamer.on_train_epoch_end)
@@ -176,7 +182,7 @@ def build(cfg: DictConfig):
         devices=t.devices,
         precision=precision(run),
         logger=make_logger(cfg, run_dir),
-        callbacks=[ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         enable_checkpointing=False,
         log_every_n_steps=1,
