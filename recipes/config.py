@@ -76,7 +76,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """``evaluate=<run dir>``: episodes, ``policy`` mode or sample, GIFs, checkpoint; during training:
-    ``during_episodes`` episodes every ``every`` agent steps (0 = off)."""
+    ``during_episodes`` episodes every ``every`` agent steps, open-loop videos every ``video_every``
+    updates (0 = off)."""
 
     episodes: int = 10
     policy: str = "mode"
@@ -84,6 +85,7 @@ class EvalConfig:
     checkpoint: str = "last.ckpt"
     every: int = 0
     during_episodes: int = 5
+    video_every: int = 0
 
 
 @dataclass

@@ -28,6 +28,7 @@ from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, load_checkpoint
 from recipes.config import COMPONENT_KINDS, RunConfig
 from recipes.evaluate import PeriodicEval
 from recipes.progress import ProgressBar
+from recipes.videos import VideoPredictions
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ RANGES = [
     ("eval.episodes", lambda v: v >= 1, ">= 1"),
     ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
     ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
+    ("eval.video_every", lambda v: v >= 0, ">= 0 (0 = no videos)"),
 ]
 POSITIVE_SIZES = ("cnn_depth", "mlp_units", "deter", "hidden", "stoch", "classes")
 
@@ -175,6 +177,8 @@ def build(cfg: DictConfig):
     callbacks = [ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)]
     if run.eval.every > 0:
         callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed))
+    if run.eval.video_every > 0:
+        callbacks.append(VideoPredictions(run.eval.video_every, run_dir))
     trainer = L.Trainer(
         default_root_dir=run_dir,
         max_epochs=-1,  # the experience iterable decides when training ends (see Dreamer.on_train_epoch_end)

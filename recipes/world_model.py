@@ -75,3 +75,25 @@ class WorldModel(nn.Module):
         embed = self.encoder({k: v[:, None] for k, v in obs.items()})[:, 0]
         post, _ = self.rssm.obs_step(state, action, embed, obs["is_first"])
         return post
+
+    @torch.no_grad()
+    def open_loop(self, batch, context: int = 5) -> torch.Tensor:
+        """Open-loop video prediction of the ``image`` key, in the official layout.
+
+        The posterior filters the first ``context`` frames, then the prior alone predicts
+        the rest from the recorded actions. Returns uint8 ``[T, 3H, N*W, C]``: rows are
+        truth, model and error ((model - truth + 1) / 2), one column per sequence.
+        """
+        embed = self.encoder({k: v[:, :context] for k, v in batch.items()})
+        post, _ = self.rssm.observe(embed, batch["action"][:, :context], batch["is_first"][:, :context])
+        state = {k: v[:, -1] for k, v in post.items()}
+        feats = [self.rssm.features(post)]
+        for t in range(context, batch["action"].shape[1]):
+            state = self.rssm.img_step(state, batch["action"][:, t])
+            feats.append(self.rssm.features(state)[:, None])
+        model = self.decoder(torch.cat(feats, 1))["image"].mean + 0.5
+        truth = batch["image"].float() / 255.0
+        error = (model - truth + 1) / 2
+        video = torch.cat([truth, model, error], -2).clamp(0, 1)  # [N, T, C, 3H, W]
+        video = torch.cat(list(video), -1)  # sequences side by side: [T, C, 3H, N*W]
+        return (video.permute(0, 2, 3, 1) * 255).to(torch.uint8).cpu()

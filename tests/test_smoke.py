@@ -100,3 +100,19 @@ def test_multirun_sweep(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert any("latent=categorical" in r for r in runs) and any("latent=gaussian" in r for r in runs)
+
+
+def test_periodic_eval_and_open_loop_videos(make_cfg):
+    cfg = make_cfg("recipe=dreamerv2_atari", "debug=smoke", "logger=tensorboard", "env.time_limit=200",
+                   "eval.every=60", "eval.during_episodes=1", "eval.video_every=40")
+    train(cfg)
+    run_dir = Path(cfg.run_dir)
+    rows = (run_dir / "eval" / "learning.csv").read_text().splitlines()
+    assert rows[0] == "frames,agent_steps,updates,eval_return,train_return,wall_s" and len(rows) == 3  # at 60, 120
+    assert [int(r.split(",")[1]) for r in rows[1:]] == [60, 120]
+    gifs = sorted((run_dir / "videos").glob("openloop_*.gif"))
+    assert [g.name for g in gifs] == ["openloop_00000040.gif", "openloop_00000080.gif"]
+    import imageio.v2 as imageio
+
+    frames = imageio.mimread(gifs[0])
+    assert len(frames) == cfg.train.length and frames[0].shape[:2] == (3 * 64, 4 * 64)  # truth/model/error x 4
