@@ -15,6 +15,11 @@ Samplers (TorchRL ``Sampler`` subclasses, so ``ReplayBuffer.sample`` returns the
     uniform          window starts uniform over the stored stream
     prioritize_ends  a window containing an episode end is moved to end there, so the
                      last window of every episode is drawn ~``length`` times as often
+
+Not TorchRL's ``SliceSampler``: its slices never cross an episode, so with
+``strict_length`` it drops episodes shorter than the slice (CartPole's early ones)
+and without it the slices vary in length; nor does it know the circular seam of a
+time-major ``[steps, num_envs]`` storage.
 """
 
 from __future__ import annotations
@@ -34,64 +39,85 @@ from registry import ConfigError, register
 STORAGES = ("memory", "disk")
 
 
-class WindowSampler(Sampler):
-    """Uniform windows of ``length`` steps from one env's stream; the base of the other samplers."""
+def stream(storage) -> tuple[int, int]:
+    """``(steps, oldest)``: stored time steps and the storage row holding the oldest of them.
+
+    Read from the storage, which TorchRL keeps up to date on every write: ``len(storage)``
+    (rows written, at most ``max_size``) and ``_last_cursor_index`` (the row written last;
+    a shared counter in torchrl 0.14). Until the storage is full the oldest row is 0;
+    afterwards it is the row the ``RoundRobinWriter`` overwrites next.
+    """
+    steps = len(storage)
+    if steps < storage.max_size:
+        return steps, 0
+    return steps, (storage._last_cursor_index + 1) % storage.max_size
+
+
+class UniformSampler(Sampler):
+    """Uniform windows of ``length`` consecutive steps of one env's stream, as a ``[B, T]`` index."""
 
     def __init__(self, length: int, num_envs: int, seed: int = 0):
         super().__init__()
         self.length, self.num_envs = length, num_envs
+        # Our own generator: ReplayBuffer.set_rng overwrites ``_rng`` (with None by default).
         self.generator = torch.Generator().manual_seed(seed)
-        self._next = 0  # storage row written next (tracked through ``extend``)
 
-    # -- TorchRL sampler hooks -------------------------------------------------------------------
-    def extend(self, index: torch.Tensor) -> None:
-        self._next = int(torch.as_tensor(index).reshape(-1)[-1]) + 1
-
-    def add(self, index: int) -> None:
-        self._next = int(index) + 1
-
-    def _empty(self) -> None:
-        self._next = 0
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "next": self._next}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.generator.set_state(state_dict["generator"])
-        self._next = state_dict["next"]
-
-    def dumps(self, path) -> None:
-        torch.save(self.state_dict(), Path(path) / "sampler.pt")
-
-    def loads(self, path) -> None:
-        self.load_state_dict(torch.load(Path(path) / "sampler.pt"))
-
-    # -- sampling ----------------------------------------------------------------------------------
-    def sample(self, storage, batch_size: int):
-        steps, capacity = len(storage), storage.max_size
+    def sample(self, storage, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], dict]:
+        """Draw ``batch_size`` windows; returns ``(time_idx, env_idx)``, each ``[batch_size, length]``."""
+        steps, oldest = stream(storage)
         if steps < self.length:
-            raise RuntimeError(f"replay holds {steps} steps per env, fewer than one window of {self.length}")
-        oldest = self._next % capacity if steps == capacity else 0
+            raise RuntimeError(
+                f"replay holds {steps} steps per env, fewer than one window of {self.length}; "
+                "add more steps before sampling"
+            )
         offset = torch.randint(steps - self.length + 1, (batch_size,), generator=self.generator)
         env = torch.randint(self.num_envs, (batch_size,), generator=self.generator)
         offset = self.adjust(storage, oldest, offset, env)
-        time_idx = (oldest + offset[:, None] + torch.arange(self.length)) % capacity
+        # Offsets count from the oldest row and end at most at the newest, so a window never
+        # spans the seam; the modulo only maps them onto the circular rows.
+        time_idx = (oldest + offset[:, None] + torch.arange(self.length)) % storage.max_size
         return (time_idx, env[:, None].expand_as(time_idx)), {}
 
     def adjust(self, storage, oldest: int, offset: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Move the uniform start offsets (from the oldest row); uniform keeps them."""
+        """Move the uniform start offsets (counted from the oldest row); uniform keeps them."""
         return offset
 
+    def _empty(self) -> None:
+        return  # nothing to forget: where the data lies is read from the storage
 
-class EndsSampler(WindowSampler):
+    def state_dict(self) -> dict[str, Any]:
+        """The generator state: the rest is read from the storage."""
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the saved random sequence."""
+        self.generator.set_state(state_dict["generator"])
+
+    def dumps(self, path) -> None:
+        """Save the state to ``path/sampler.pt`` (TorchRL's ``ReplayBuffer.dumps``)."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), Path(path) / "sampler.pt")
+
+    def loads(self, path) -> None:
+        """Load the state saved by :meth:`dumps`."""
+        self.load_state_dict(torch.load(Path(path) / "sampler.pt"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(length={self.length}, num_envs={self.num_envs})"
+
+
+class EndsSampler(UniformSampler):
     """Prioritize ends: a window holding an episode's last step is shifted to end at that step."""
 
     def adjust(self, storage, oldest: int, offset: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        rows = (oldest + offset[:, None] + torch.arange(self.length)) % storage.max_size
-        is_last = storage[(rows, env[:, None].expand_as(rows))]["is_last"].bool()
-        first_end = is_last.int().argmax(-1)  # first True, or 0 when there is none
+        """Anchor ``a`` with a first ``is_last`` at ``e`` in ``[a, a + length)`` -> start ``max(0, e - length + 1)``."""
+        steps = torch.arange(self.length)
+        rows = (oldest + offset[:, None] + steps) % storage.max_size
+        # Gather only the flag, not whole steps (images): the backing TensorDict is [rows, num_envs].
+        is_last = storage._storage.get("is_last")[rows, env[:, None]].reshape(len(offset), self.length).bool()
+        first_end = torch.where(is_last, steps, self.length).amin(-1)  # == length where there is none
         shifted = (offset + first_end - self.length + 1).clamp(min=0)
-        return torch.where(is_last.any(-1), shifted, offset)
+        return torch.where(first_end < self.length, shifted, offset)
 
 
 @dataclass
@@ -103,19 +129,25 @@ class ReplayConfig:
 
 
 class Replay:
-    """Experience storage the recipe adds vector-env steps to and samples ``[B, T]`` batches from."""
+    """Experience storage the recipe adds vector-env steps to and samples ``[B, T]`` batches from.
 
-    def __init__(self, cfg: ReplayConfig, sampler: WindowSampler, num_envs: int, length: int, directory: str | None):
+    ``state_dict`` holds the sampler's generator, the writer's cursor, the stored length and
+    the layout of one step (key -> shape, dtype), never the data: a disk replay reopens its
+    memory-mapped files in place, a memory replay's data is lost with the process.
+    """
+
+    def __init__(self, cfg: ReplayConfig, sampler: UniformSampler, num_envs: int, length: int, directory: str | None):
         if cfg.storage not in STORAGES:
             raise ConfigError(f"replay.storage: unknown {cfg.storage!r}; valid: {', '.join(STORAGES)}")
         rows = cfg.capacity // num_envs
         if rows < length:
             raise ConfigError(
-                f"replay.capacity: {cfg.capacity} steps over {num_envs} envs cannot hold one window of {length}"
+                f"replay.capacity: {cfg.capacity} steps over {num_envs} envs cannot hold one window of {length} "
+                f"(valid: capacity >= num_envs * length = {num_envs * length})"
             )
         if cfg.storage == "disk":
             if directory is None:
-                raise ConfigError("replay.storage: 'disk' needs a run directory")
+                raise ConfigError("replay.storage: 'disk' needs a run directory (or use storage=memory)")
             storage = LazyMemmapStorage(rows, scratch_dir=directory, existsok=True)
         else:
             storage = LazyTensorStorage(rows)
@@ -124,7 +156,10 @@ class Replay:
 
     def add(self, step: TensorDict) -> None:
         """Store one vector-env step (batch ``[num_envs]``)."""
-        self.buffer.extend(step.unsqueeze(0))
+        # One storage element, written at an int cursor: a plain row copy. ``extend(step[None])``
+        # writes through a tensor index (index_put, ~5x slower for images), and the public
+        # ``add`` warns about the [num_envs] batch it cannot tell is our element shape.
+        self.buffer._add(step)
 
     def sample(self, batch: int) -> TensorDict:
         """``batch`` windows of ``length`` consecutive steps, as a TensorDict ``[batch, length]``."""
@@ -139,42 +174,47 @@ class Replay:
         return self.steps * self.num_envs
 
     def state_dict(self) -> dict[str, Any]:
-        """Sampler RNG, write position and stored length, plus one zero row describing the data layout.
-
-        The data itself is not copied: a disk replay is reopened in place on load.
-        """
-        storage = self.buffer._storage
-        example = storage[0].clone().zero_().to_dict() if storage.initialized else None
+        """Sampler generator, writer cursor, stored length and step layout (no data)."""
+        storage = self.buffer.storage
+        layout = None
+        if storage.initialized:
+            row = storage._storage[0]  # one stored row, [num_envs]: only shapes and dtypes are kept
+            layout = {key: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
+                      for key, v in row.items(include_nested=True, leaves_only=True)}
         return {
-            "sampler": self.buffer._sampler.state_dict(),
-            "writer": self.buffer._writer.state_dict(),
+            "sampler": self.buffer.sampler.state_dict(),
+            "writer": self.buffer.writer.state_dict(),
             "steps": len(storage),
-            "example": example,
+            "layout": layout,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> bool:
-        """Restore sampling and writing state; returns whether the stored data came back.
+        """Restore sampling (and, on disk, the data and write position); returns whether the data came back.
 
-        A disk replay reopens its memory-mapped files (TorchRL has no public reopen:
-        ``dumps``/``loads`` would copy every step, so we initialise the storage on the
-        existing files and set its length). A memory replay cannot come back: it
-        starts empty, and the caller refills it.
+        A disk replay maps the files already in its directory (TorchRL's ``loads`` would copy
+        every step, so the storage is initialised on the existing files and its length and
+        cursor set). A memory replay only continues the random sequence: its data cannot come
+        back, and the caller refills it.
         """
-        storage = self.buffer._storage
-        if not isinstance(storage, LazyMemmapStorage) or state["example"] is None:
+        self.buffer.sampler.load_state_dict(state["sampler"])
+        storage = self.buffer.storage
+        if not isinstance(storage, LazyMemmapStorage) or not state["steps"]:
             return False
-        example = TensorDict(state["example"], batch_size=[self.num_envs])
-        storage._init(example)  # existsok=True: maps the files already in the directory
+        if not storage.initialized:
+            example = TensorDict({}, batch_size=[self.num_envs])
+            for key, (shape, dtype) in state["layout"].items():
+                example.set(key, torch.zeros(shape, dtype=getattr(torch, dtype)))
+            storage._init(example)  # existsok=True: maps the files already in the directory
+        self.buffer.writer.load_state_dict(state["writer"])
         storage._len = state["steps"]
-        self.buffer._sampler.load_state_dict(state["sampler"])
-        self.buffer._writer.load_state_dict(state["writer"])
+        storage._set_last_cursor((state["writer"]["_cursor"] - 1) % storage.max_size)
         return True
 
 
 @register("replay", "uniform", ReplayConfig)
 def uniform(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
     """Uniform windows over the stored streams."""
-    return Replay(cfg, WindowSampler(length, num_envs, seed), num_envs, length, directory)
+    return Replay(cfg, UniformSampler(length, num_envs, seed), num_envs, length, directory)
 
 
 @register("replay", "prioritize_ends", ReplayConfig)

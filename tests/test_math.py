@@ -8,15 +8,36 @@ import math
 import pytest
 import torch
 from torch import distributions as D
+from torch import nn
 
 from components.actor_grads import Dynamics, Mix, MixConfig, Reinforce, Schedule
-from components.heads import TruncatedNormal
+from components.heads import HeadConfig, OneHot, TruncatedNormal, bernoulli, normal
 from components.kl import Balanced, BalancedConfig, Plain, PlainConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
 from components.returns import lambda_return
 from components.rssm import RSSM, RSSMConfig
 from recipes.behavior import Behavior
 from recipes.config import BehaviorConfig
+from registry import core as registry_core
+
+
+@pytest.fixture(autouse=True)
+def _registry_without_builtin_imports(monkeypatch):
+    """Behavior builds its actor, critic and estimator through the registry, whose first lookup imports
+    every built-in module (replay, envs, recipes: slow and irrelevant to the math). The components used
+    here are registered by the imports above, so mark the built-ins as loaded for these tests only
+    (monkeypatch restores the flag, so other test files still load them)."""
+    monkeypatch.setattr(registry_core, "_builtins_loaded", True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threads only add contention (seconds on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 # ---------------------------------------------------------------------------------------------- returns
 
@@ -49,6 +70,20 @@ def test_lambda_zero_is_one_step_td_and_one_is_monte_carlo():
 def test_lambda_return_keeps_batch_dimensions():
     out = lambda_return(torch.ones(4, 3), torch.zeros(4, 3), torch.ones(4, 3), torch.zeros(3), 1.0)
     torch.testing.assert_close(out[:, 0], torch.tensor([4.0, 3.0, 2.0, 1.0]))
+
+
+def test_lambda_return_batch_by_hand_and_first_value_unused():
+    # column 0 is the example above; column 1 is terminal at its last step, so its bootstrap is ignored
+    reward = torch.tensor([[1.0, 0.5], [2.0, -1.0], [3.0, 2.0]])
+    value = torch.tensor([[10.0, 7.0], [20.0, 3.0], [30.0, 5.0]])
+    disc = torch.tensor([[0.9, 0.5], [0.0, 1.0], [0.5, 0.0]])
+    bootstrap = torch.tensor([40.0, 100.0])
+    # column 1: V2 = 2 + 0 = 2;  V1 = -1 + 1.0 * (0.5 * 5 + 0.5 * 2) = 2.5;
+    #           V0 = 0.5 + 0.5 * (0.5 * 3 + 0.5 * 2.5) = 1.875
+    expected = torch.tensor([[10.9, 1.875], [2.0, 2.5], [23.0, 2.0]])
+    torch.testing.assert_close(lambda_return(reward, value, disc, bootstrap, 0.5), expected)
+    value[0] = -1e3  # v(z_0) never enters the targets: only value_{t+1} does
+    torch.testing.assert_close(lambda_return(reward, value, disc, bootstrap, 0.5), expected)
 
 
 # ---------------------------------------------------------------------------------------------- KL
@@ -137,20 +172,40 @@ def test_free_nats_per_element_clip_each_value():
     assert grad[below].abs().max() == 0 and grad[per > free].abs().max() > 0
 
 
+def test_free_nats_clip_both_sides_of_the_balanced_kl():
+    post, prior = _params()
+    kl = _categorical_kl(post.view(3, 2, 4), prior.view(3, 2, 4)).detach()
+    free = kl.mean().item() + 0.5
+    loss, _ = Balanced(BalancedConfig(alpha=0.8, free=free, free_avg=True, scale=0.1))(LATENT, post, prior)
+    assert loss.item() == pytest.approx(0.1 * (0.8 * free + 0.2 * free))
+    assert all(g.abs().max() == 0 for g in torch.autograd.grad(loss, (post, prior)))
+    # per element: the element with the largest KL is the only one above ``free`` and the only one trained
+    free = (kl.sort().values[-2] + kl.sort().values[-1]).item() / 2
+    loss, _ = Balanced(BalancedConfig(alpha=0.8, free=free, free_avg=False, scale=1.0))(LATENT, post, prior)
+    torch.testing.assert_close(loss, kl.clamp(min=free).mean())
+    g_post, g_prior = torch.autograd.grad(loss, (post, prior))
+    top = kl.argmax()
+    for g in (g_post, g_prior):
+        assert g[top].abs().max() > 0
+        assert g[torch.arange(3) != top].abs().max() == 0
+
+
 # ---------------------------------------------------------------------------------------------- straight-through
 
 
-def test_categorical_sample_is_one_hot_with_straight_through_gradient():
+@pytest.mark.parametrize("unimix", [0.0, 0.1])
+def test_categorical_sample_is_one_hot_with_straight_through_gradient(unimix):
     torch.manual_seed(1)
     logits = torch.randn(5, 3 * 4, requires_grad=True)
-    latent = Categorical(CategoricalConfig(variables=3, classes=4))
+    latent = Categorical(CategoricalConfig(variables=3, classes=4, unimix=unimix))
     sample = latent.sample(logits)
     assert set(sample.unique().tolist()) <= {0.0, 1.0}
     assert torch.all(sample.view(5, 3, 4).sum(-1) == 1)
     w = torch.randn(5, 12)
     grad = torch.autograd.grad((sample * w).sum(), logits)[0]
     ref_logits = logits.detach().clone().requires_grad_()
-    ref = torch.autograd.grad((ref_logits.view(5, 3, 4).softmax(-1).view(5, 12) * w).sum(), ref_logits)[0]
+    probs = (1 - unimix) * ref_logits.view(5, 3, 4).softmax(-1) + unimix / 4  # uniform mix over 4 classes
+    ref = torch.autograd.grad((probs.view(5, 12) * w).sum(), ref_logits)[0]
     torch.testing.assert_close(grad, ref)
 
 
@@ -168,9 +223,7 @@ class TinyWorldModel(torch.nn.Module):
 
 
 def _head(name, in_dim, out_dim=1):
-    import registry
-
-    return registry.build("head", {"name": name, "layers": 1, "units": 8}, in_dim=in_dim, out_dim=out_dim)
+    return {"normal": normal, "bernoulli": bernoulli}[name](HeadConfig(layers=1, units=8), in_dim, out_dim)
 
 
 def _behavior(actor_grad, discrete=True, action_dim=3, **kw):
@@ -204,12 +257,15 @@ def test_reinforce_reaches_the_actor_but_never_the_world_model():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in beh.actor.parameters())
     assert all(p.grad is None for p in wm.parameters())
     assert all(p.grad is None for p in beh.critic.parameters())
+    assert all(p.grad is None for p in beh.slow_critic.parameters())
+    # the world model is frozen only for the duration of imagination: it trains again afterwards
+    assert all(p.requires_grad for p in wm.parameters())
 
 
 def test_reinforce_gradient_comes_only_from_log_probabilities():
-    """With REINFORCE the returns are constants: scaling the reward head moves the loss value
-    but the gradient is the score function weighted by the same advantages, so it does not flow
-    through the imagined trajectory (the straight-through action path is cut by detach)."""
+    """With REINFORCE the advantages are constants and the log-probabilities are taken of detached
+    actions under a policy of detached features: the actor loss has no path back into the imagined
+    states (their straight-through / reparameterised graph is unused)."""
     wm, beh, post = _behavior({"name": "reinforce"})
     torch.manual_seed(0)
     seq_feat = []
@@ -242,11 +298,173 @@ def test_dynamics_backprop_flows_through_the_model_into_the_actor():
     assert not torch.allclose(g1, g2)
 
 
+def test_dynamics_backprop_with_straight_through_onehot_actions():
+    wm, beh = _actor_grads({"name": "dynamics"}, discrete=True)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in beh.actor.parameters())
+    assert all(p.grad is None for p in wm.parameters())
+    # the actor sees detached features, so its gradient can only come through the sampled one-hot actions
+    # (straight-through) and the dynamics: scaling the reward head changes it
+    wm2, beh2, post = _behavior({"name": "dynamics"}, discrete=True)
+    with torch.no_grad():
+        wm2.reward_head.net[-1].weight.mul_(5.0)
+    torch.manual_seed(0)
+    beh2.loss(wm2, post, torch.zeros(2, 3), step=0)[0].backward()
+    g1 = torch.cat([p.grad.flatten() for p in beh.actor.parameters()])
+    g2 = torch.cat([p.grad.flatten() for p in beh2.actor.parameters()])
+    assert not torch.allclose(g1, g2)
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_actor_sees_stopped_features_so_dynamics_gradients_arrive_only_through_its_actions(discrete):
+    """pi(.|sg(z_t)) as in the paper: the imagined features that reach the actor carry no gradient,
+    while the trajectory itself does (the actions are reparameterised / straight-through)."""
+    wm, beh, post = _behavior({"name": "dynamics"}, discrete=discrete)
+    seen = []
+    beh.actor.register_forward_pre_hook(lambda module, args: seen.append(args[0].requires_grad))
+    feats = []
+    orig = beh.imagine
+    beh.imagine = lambda world_model, start: feats.append(orig(world_model, start)) or feats[-1]
+    beh.loss(wm, post, torch.zeros(2, 3), step=0)
+    assert len(seen) >= beh.cfg.horizon and not any(seen)
+    assert feats[0]["feat"][1:].requires_grad
+
+
+# A hand-checkable imagination: the heads are replaced by tables indexed by imagined time t = 0..H
+# (H = 3), so every target, weight and loss below is written out by hand.
+
+
+class _TableHead(nn.Module):
+    """Normal whose mean is ``table[t]`` for time-major features ``[T, N, F]``; remembers its means."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.register_buffer("table", torch.tensor(table))
+        self.bias = nn.Parameter(torch.zeros(()))  # a parameter that must never receive a gradient
+        self.means = []
+
+    def forward(self, feat):
+        # ``0 * feat`` keeps the output on the imagined trajectory's graph without changing its value
+        mean = self.table[: feat.shape[0], None] + self.bias + 0 * feat.sum(-1)
+        self.means.append(mean)
+        return D.Normal(mean, 1.0)
+
+
+class _UniformActor(nn.Module):
+    """One-hot policy over 3 actions with uniform logits: log pi(a) = -log 3 and entropy = log 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(3))
+
+    def forward(self, feat):
+        return OneHot(logits=self.logits.expand(*feat.shape[:-1], 3))
+
+
+class _TableWorldModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rssm = RSSM(RSSMConfig(deter=6, hidden=5), Categorical(CategoricalConfig(2, 3)), 3, 4)
+        self.reward_head = _TableHead([1.0, 2.0, 3.0, 4.0])
+        self.discount_head = _TableHead([0.5, 0.9, 0.8, 0.7])  # d_0 is replaced by gamma * (1 - is_terminal)
+
+
+def _table_behavior(actor_grad, ent_scale):
+    torch.manual_seed(0)
+    wm = _TableWorldModel()
+    cfg = BehaviorConfig(
+        actor={"name": "onehot", "layers": 1, "units": 8},
+        critic={"name": "normal", "layers": 1, "units": 8},
+        horizon=3,
+        discount=0.99,
+        lambda_=0.5,
+        ent_scale=ent_scale,
+    )
+    beh = Behavior(cfg, actor_grad, wm.rssm.feat_dim, 3, True)
+    beh.actor = _UniformActor()
+    beh.critic = _TableHead([0.0, 0.0, 0.0])  # predicts 0: -log p(V) = V^2 / 2 + log(2 pi) / 2
+    beh.slow_critic = _TableHead([10.0, 20.0, 30.0, 40.0]).requires_grad_(False)
+    post = {  # two start states (B=1, T=2); the second one is terminal
+        "deter": torch.randn(1, 2, 6),
+        "stoch": torch.nn.functional.one_hot(torch.randint(3, (1, 2, 2)), 3).float().view(1, 2, 6),
+        "params": torch.randn(1, 2, 6),
+    }
+    return wm, beh, post, torch.tensor([[0.0, 1.0]])
+
+
+# By hand, lambda = 0.5, r = (1, 2, 3), v = (10, 20, 30), bootstrap v_3 = 40, d = (0.99 | 0, 0.9, 0.8):
+#   V2 = 3 + 0.8 * (0.5 * 40 + 0.5 * 40)        = 35
+#   V1 = 2 + 0.9 * (0.5 * 30 + 0.5 * 35)        = 31.25
+#   V0 = 1 + 0.99 * (0.5 * 20 + 0.5 * 31.25)    = 26.36875   (start 0)
+#   V0 = 1 + 0                                  = 1          (start 1, terminal)
+# weights w_t = prod_{k<t} d_k: (1, 0.99, 0.891) and (1, 0, 0).
+_TARGET = [[26.36875, 1.0], [31.25, 31.25], [35.0, 35.0]]
+_WEIGHT = [[1.0, 1.0], [0.99, 0.0], [0.891, 0.0]]
+_LOG3 = math.log(3)
+
+
+def _by_hand_actor_loss(objective, ent_scale):
+    """-mean over t = 0..H-2 and both starts of w_t * (objective(t, n) + ent_scale * log 3)."""
+    terms = [_WEIGHT[t][n] * (objective(t, n) + ent_scale * _LOG3) for t in range(2) for n in range(2)]
+    return -sum(terms) / len(terms)
+
+
+_BASELINE = [10.0, 20.0]  # slow critic at z_0, z_1
+_OBJECTIVES = {  # objective(t, n) for a_{t+1} ~ pi(.|z_t): log pi = -log 3, advantage V_{t+1} - v(z_t)
+    "reinforce": lambda t, n: -_LOG3 * (_TARGET[t + 1][n] - _BASELINE[t]),
+    "dynamics": lambda t, n: _TARGET[t + 1][n],
+}
+
+
+def _mixed(t, n, rho=0.25):
+    return rho * _OBJECTIVES["reinforce"](t, n) + (1 - rho) * _OBJECTIVES["dynamics"](t, n)
+
+
+@pytest.mark.parametrize(
+    "actor_grad, step, objective",
+    [
+        ({"name": "reinforce"}, 0, _OBJECTIVES["reinforce"]),
+        ({"name": "dynamics"}, 0, _OBJECTIVES["dynamics"]),
+        ({"name": "mix", "rho": "0.25"}, 0, _mixed),
+        ({"name": "mix", "rho": "linear(1.0,0.0,8)"}, 6, _mixed),  # rho(6) = 1 - 6/8 = 0.25: the step arrives
+    ],
+    ids=["reinforce", "dynamics", "mix", "mix-scheduled"],
+)
+def test_behavior_losses_by_hand(actor_grad, step, objective):
+    wm, beh, post, is_terminal = _table_behavior(actor_grad, ent_scale=0.1)
+    actor_loss, critic_loss, metrics = beh.loss(wm, post, is_terminal, step=step)
+    assert actor_loss.item() == pytest.approx(_by_hand_actor_loss(objective, 0.1), rel=1e-5)
+    nll = lambda v: 0.5 * v**2 + 0.5 * math.log(2 * math.pi)  # noqa: E731  (critic predicts 0, unit variance)
+    critic_terms = [_WEIGHT[t][n] * nll(_TARGET[t][n]) for t in range(3) for n in range(2)]
+    assert critic_loss.item() == pytest.approx(sum(critic_terms) / 6, rel=1e-5)
+    assert metrics["behavior/return"].item() == pytest.approx(sum(map(sum, _TARGET)) / 6, rel=1e-6)
+    assert metrics["behavior/entropy"].item() == pytest.approx(_LOG3, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["reinforce", "dynamics"])
+def test_actor_loss_depends_on_the_imagined_rewards_only_under_dynamics_backprop(name):
+    """d actor_loss / d r_s by hand: dynamics backprop gives -1/4 * sum_t w_t * dV_{t+1}/dr_s with
+    dV_{t+1}/dr_s = lambda^(s-t-1) * prod_{t<k<s} d_k; REINFORCE has no path from the rewards."""
+    wm, beh, post, is_terminal = _table_behavior({"name": name}, ent_scale=0.0)
+    actor_loss, _, _ = beh.loss(wm, post, is_terminal, step=0)
+    (reward,) = wm.reward_head.means
+    (grad,) = torch.autograd.grad(actor_loss, reward, allow_unused=True)
+    if name == "reinforce":
+        assert grad is None or grad.abs().max() == 0
+        return
+    # s = 1: only t = 0 (w_0 = 1).  s = 2: t = 0 gives w_0 * lambda * d_1 = 0.45, t = 1 gives w_1 = 0.99 | 0.
+    # r_0 (before the first action) and r_3 (after the last target) do not enter the actor loss.
+    expected = -torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.45 + 0.99, 0.45], [0.0, 0.0]]) / 4
+    torch.testing.assert_close(grad, expected)
+    assert wm.reward_head.bias.grad is None and wm.discount_head.bias.grad is None
+
+
+@pytest.mark.parametrize("discrete", [False, True])
 @pytest.mark.parametrize("rho, pure", [("1.0", "reinforce"), ("0.0", "dynamics")])
-def test_mix_endpoints_equal_the_pure_estimators(rho, pure):
-    _, mixed = _actor_grads({"name": "mix", "rho": rho}, discrete=False, seed=3)
-    _, ref = _actor_grads({"name": pure}, discrete=False, seed=3)
+def test_mix_endpoints_equal_the_pure_estimators(rho, pure, discrete):
+    _, mixed = _actor_grads({"name": "mix", "rho": rho}, discrete=discrete, seed=3)
+    _, ref = _actor_grads({"name": pure}, discrete=discrete, seed=3)
     for a, b in zip(mixed.actor.parameters(), ref.actor.parameters()):
+        assert b.grad is not None and b.grad.abs().sum() > 0
         torch.testing.assert_close(a.grad, b.grad)
 
 
@@ -298,29 +516,49 @@ def test_slow_critic_moves_every_n_updates(fraction):
 # ---------------------------------------------------------------------------------------------- distributions and RSSM
 
 
-def test_truncated_normal_is_a_density_on_the_interval():
-    dist = TruncatedNormal(torch.tensor(0.7), torch.tensor(0.4))
-    x = torch.linspace(-1, 1, 20001)
-    mass = torch.trapezoid(dist.log_prob(x).exp(), x)
-    assert mass.item() == pytest.approx(1.0, abs=1e-4)
+@pytest.mark.parametrize("loc, scale", [(0.7, 0.4), (-0.2, 1.5), (0.95, 0.1)])
+def test_truncated_normal_is_a_density_on_the_interval(loc, scale):
+    torch.manual_seed(0)
+    dist = TruncatedNormal(torch.tensor(loc, dtype=torch.float64), torch.tensor(scale, dtype=torch.float64))
+    x = torch.linspace(-1, 1, 200_001, dtype=torch.float64)
+    density = dist.log_prob(x).exp()
+    assert torch.trapezoid(density, x).item() == pytest.approx(1.0, abs=1e-6)
+    # closed-form mean and entropy against the numerical integrals over [-1, 1]
+    assert dist.mean.item() == pytest.approx(torch.trapezoid(x * density, x).item(), abs=1e-6)
+    assert dist.entropy().item() == pytest.approx(torch.trapezoid(-density * dist.log_prob(x), x).item(), abs=1e-6)
     samples = dist.rsample((100_000,))
     assert samples.min() >= -1 and samples.max() <= 1
     assert samples.mean().item() == pytest.approx(dist.mean.item(), abs=0.01)
-    assert (-dist.log_prob(samples).mean()).item() == pytest.approx(dist.entropy().item(), abs=0.01)
+    assert (-dist.log_prob(samples).mean()).item() == pytest.approx(dist.entropy().item(), abs=0.02)
+    # the probability of a sub-interval matches the sample frequency (the sampler follows the density)
+    inside = (x >= 0.0) & (x <= 0.5)
+    mass = torch.trapezoid(density[inside], x[inside]).item()
+    assert ((samples >= 0.0) & (samples <= 0.5)).double().mean().item() == pytest.approx(mass, abs=0.01)
 
 
-def test_rssm_is_first_resets_state_and_action():
+@pytest.mark.parametrize(
+    "latent", [Gaussian(GaussianConfig(3)), Categorical(CategoricalConfig(2, 3))], ids=["gaussian", "categorical"]
+)
+def test_rssm_is_first_resets_state_and_action(latent):
     torch.manual_seed(0)
-    rssm = RSSM(RSSMConfig(deter=6, hidden=5), Gaussian(GaussianConfig(3)), 2, 4)
-    embed, action = torch.randn(2, 4), torch.randn(2, 2)
-    stale = {k: torch.randn_like(v) for k, v in rssm.initial(2).items()}
+    rssm = RSSM(RSSMConfig(deter=6, hidden=5), latent, 2, 4)
+    embed = torch.randn(2, 4)
     first = torch.ones(2, dtype=torch.bool)
     torch.manual_seed(1)
-    post, _ = rssm.obs_step(stale, action, embed, first)
-    torch.manual_seed(1)
-    ref, _ = rssm.obs_step(rssm.initial(2), torch.zeros(2, 2), embed, first)
-    torch.testing.assert_close(post["deter"], ref["deter"])
-    torch.testing.assert_close(post["params"], ref["params"])
+    ref, ref_prior = rssm.obs_step(rssm.initial(2), torch.zeros(2, 2), embed, first)
+    for _ in range(2):  # any previous state and action: the result is that of the zero start
+        stale = {k: 3 * torch.randn_like(v) for k, v in rssm.initial(2).items()}
+        action = torch.randn(2, 2)
+        torch.manual_seed(1)
+        post, prior = rssm.obs_step(stale, action, embed, first)
+        for key in ("deter", "stoch", "params"):
+            torch.testing.assert_close(post[key], ref[key])
+            torch.testing.assert_close(prior[key], ref_prior[key])
     torch.manual_seed(1)
     carried, _ = rssm.obs_step(stale, action, embed, ~first)
     assert not torch.allclose(carried["deter"], ref["deter"])
+    # the reset is per batch element: only the flagged row starts over
+    torch.manual_seed(1)
+    mixed, _ = rssm.obs_step(stale, action, embed, torch.tensor([True, False]))
+    torch.testing.assert_close(mixed["deter"][0], ref["deter"][0])
+    torch.testing.assert_close(mixed["deter"][1], carried["deter"][1])

@@ -47,9 +47,19 @@ def test_windows_never_cross_the_circular_seam(make):
     replay = make(ReplayConfig(capacity=20), num_envs=1, length=5, seed=0)
     fill(replay, 47, 1)  # 20 rows kept: steps 27..46
     t = torch.cat([replay.sample(32)["t"] for _ in range(50)])
-    assert t.min() >= 27 and t.max() <= 46
+    assert t.min() == 27 and t.max() == 46  # the oldest and the newest kept steps are both reachable
     assert torch.all(t[:, 1:] - t[:, :-1] == 1)
     assert len(replay) == 20 and replay.steps == 20
+
+
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_windows_never_include_unwritten_slots(make):
+    replay = make(ReplayConfig(capacity=3000), num_envs=3, length=5, seed=2)
+    fill(replay, 12, 3)  # 12 of 1000 rows written
+    t = replay.sample(2000)["t"]
+    assert torch.all(t % 1000 <= 11)
+    assert set((t[:, 0] % 1000).tolist()) <= set(range(12 - 5 + 1))
+    assert set((t[:, 0] // 1000).tolist()) == {0, 1, 2}  # every env's stream is sampled
 
 
 def test_episode_boundaries_inside_a_window_are_marked_by_is_first():
@@ -61,6 +71,7 @@ def test_episode_boundaries_inside_a_window_are_marked_by_is_first():
     # every step after an episode's last step starts a new episode
     after_last = batch["is_last"][:, :-1]
     assert torch.all(batch["is_first"][:, 1:][after_last])
+    assert torch.all(batch["is_first"].sum(-1) >= 3)  # each window chains several short episodes
 
 
 def _start_counts(make, draws: int, length: int, episode_len: int, steps: int) -> Counter:
@@ -102,20 +113,37 @@ def test_prioritize_ends_start_distribution():
     for start, k in expected.items():
         mean = k * unit
         assert abs(counts[start] - mean) < 5 * math.sqrt(mean), (start, counts[start], mean)
+    # the window ending at an episode end is drawn ~length times as often as an interior start
+    interior = [a for a, k in expected.items() if k == 1 and a not in (36,)]
+    per_interior = sum(counts[a] for a in interior) / len(interior)
+    ratio = counts[16] / per_interior
+    sigma = length * math.sqrt(1 / counts[16] + 1 / sum(counts[a] for a in interior))  # relative errors
+    assert abs(ratio - length) < 5 * sigma, (ratio, sigma)
 
 
-def test_same_seed_same_samples_and_state_round_trip():
-    def make():
-        r = uniform(ReplayConfig(capacity=100), num_envs=2, length=4, seed=7)
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_same_seed_same_samples(make):
+    def build(seed):
+        r = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=seed)
         fill(r, 30, 2)
         return r
 
-    a, b = make(), make()
-    assert torch.equal(a.sample(16)["t"], b.sample(16)["t"])
+    a, b, c = build(7), build(7), build(8)
+    assert all(torch.equal(a.sample(16)["t"], b.sample(16)["t"]) for _ in range(5))
+    assert not torch.equal(a.sample(64)["t"], c.sample(64)["t"])
+
+
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_state_round_trip_resumes_the_sample_sequence(make):
+    a = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=7)
+    b = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=123)
+    fill(a, 30, 2), fill(b, 30, 2)
+    a.sample(16)
     state = a.state_dict()
-    expected = a.sample(16)["t"]
+    expected = [a.sample(16)["t"] for _ in range(3)]
     b.load_state_dict(state)
-    assert torch.equal(b.sample(16)["t"], expected)
+    assert all(torch.equal(b.sample(16)["t"], e) for e in expected)
+    assert sum(v.numel() for v in state["sampler"].values()) < 10_000  # no stored data in the state
 
 
 def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
@@ -126,17 +154,32 @@ def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
     assert torch.all(batch["t"][:, 1:] - batch["t"][:, :-1] == 1)
 
 
-def test_disk_replay_reopens_in_place_from_its_state(tmp_path):
+@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_disk_replay_reopens_in_place_from_its_state(tmp_path, make):
     cfg = ReplayConfig(capacity=64, storage="disk")
-    replay = uniform(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=0)
+    replay = make(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=0)
     fill(replay, 30, 2)
     state = replay.state_dict()
     expected = replay.sample(8)["t"]
-    reopened = uniform(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=5)
+    reopened = make(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=5)
     assert reopened.load_state_dict(state) is True
     assert reopened.steps == 30 and torch.equal(reopened.sample(8)["t"], expected)
     fill(reopened, 1, 2)  # writing continues after the last stored step
     assert reopened.steps == 31
+
+
+def test_disk_replay_reopens_after_wrapping_around(tmp_path):
+    cfg = ReplayConfig(capacity=20, storage="disk")
+    replay = uniform(cfg, num_envs=1, length=5, directory=str(tmp_path))
+    fill(replay, 47, 1)  # rows hold steps 27..46; the oldest (27) is in row 7
+    reopened = uniform(cfg, num_envs=1, length=5, directory=str(tmp_path), seed=1)
+    assert reopened.load_state_dict(replay.state_dict())
+    t = torch.cat([reopened.sample(64)["t"] for _ in range(20)])
+    assert t.min() == 27 and t.max() == 46 and torch.all(t[:, 1:] - t[:, :-1] == 1)
+    reopened.add(TensorDict({"t": torch.tensor([47]), "is_first": torch.tensor([False]),
+                             "is_last": torch.tensor([False]), "reward": torch.zeros(1)}, batch_size=[1]))
+    t = torch.cat([reopened.sample(64)["t"] for _ in range(20)])
+    assert t.min() == 28 and t.max() == 47  # step 47 overwrote the oldest, step 27
 
 
 def test_memory_replay_says_its_data_did_not_come_back():
@@ -151,15 +194,23 @@ def test_bad_config_values_name_the_key():
         registry.build("replay", {"name": "uniform", "storage": "ssd"}, num_envs=1, length=4)
     with pytest.raises(ConfigError, match="replay.capacity"):
         registry.build("replay", {"name": "uniform", "capacity": 10}, num_envs=4, length=8)
+    with pytest.raises(ConfigError, match=r"replay.capacity.*valid keys: capacity, storage"):
+        registry.build("replay", {"name": "uniform", "capacity": "big"}, num_envs=1, length=4)
+    with pytest.raises(ConfigError, match="valid replay names: prioritize_ends, uniform"):
+        registry.build("replay", {"name": "fifo"}, num_envs=1, length=4)
     with pytest.raises(ConfigError, match="needs a run directory"):
         registry.build("replay", {"name": "uniform", "storage": "disk"}, num_envs=1, length=4, directory=None)
 
 
 def test_sampling_before_a_window_is_stored_is_a_clear_error():
     replay = uniform(ReplayConfig(capacity=100), num_envs=1, length=8)
-    fill(replay, 5, 1)
-    with pytest.raises(RuntimeError, match="fewer than one window of 8"):
+    with pytest.raises(RuntimeError, match="holds 0 steps per env, fewer than one window of 8"):
         replay.sample(2)
+    fill(replay, 5, 1)
+    with pytest.raises(RuntimeError, match="holds 5 steps per env, fewer than one window of 8"):
+        replay.sample(2)
+    fill(replay, 3, 1)
+    assert replay.sample(2).batch_size == (2, 8)
 
 
 def _anon_rss_mb() -> float:
@@ -170,23 +221,24 @@ def _anon_rss_mb() -> float:
 
 
 def test_disk_replay_keeps_host_memory_flat(tmp_path):
-    """Writing 160 MB of 64x64 frames into a disk replay must not grow anonymous (heap) memory:
+    """Writing 100 MB of 64x64 frames into a disk replay must not grow anonymous (heap) memory:
     the frames live in the memory-mapped files (page cache the kernel can drop)."""
-    replay = uniform(ReplayConfig(capacity=40_000, storage="disk"), num_envs=4, length=8, directory=str(tmp_path))
+    envs = 16
+    replay = uniform(ReplayConfig(capacity=envs * 1000, storage="disk"), num_envs=envs, length=8, directory=str(tmp_path))
     step = TensorDict(
         {
-            "image": torch.zeros(4, 1, 64, 64, dtype=torch.uint8),
-            "action": torch.zeros(4, 6),
-            "reward": torch.zeros(4),
-            "is_first": torch.zeros(4, dtype=torch.bool),
-            "is_last": torch.zeros(4, dtype=torch.bool),
-            "is_terminal": torch.zeros(4, dtype=torch.bool),
+            "image": torch.zeros(envs, 3, 64, 64, dtype=torch.uint8),
+            "action": torch.zeros(envs, 6),
+            "reward": torch.zeros(envs),
+            "is_first": torch.zeros(envs, dtype=torch.bool),
+            "is_last": torch.zeros(envs, dtype=torch.bool),
+            "is_terminal": torch.zeros(envs, dtype=torch.bool),
         },
-        batch_size=[4],
+        batch_size=[envs],
     )
     replay.add(step)
     before = _anon_rss_mb()
-    for _ in range(10_000):  # 40k frames x 4 KB
+    for _ in range(500):  # 8k frames x 12 KB
         replay.add(step)
-    assert replay.steps == 10_000 and len(replay) == 40_000
+    assert replay.steps == 501 and len(replay) == 501 * envs
     assert _anon_rss_mb() - before < 40
