@@ -91,15 +91,29 @@ def test_run_py_reports_config_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_multirun_sweep(tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_multirun_sweep_and_its_summary(tmp_path, launcher):
     proc = subprocess.run(
-        [sys.executable, "run.py", "-m", "recipe=dreamerv2_cartpole", "debug=smoke", "logger=none",
-         "latent=categorical,gaussian", f"hydra.sweep.dir={tmp_path}"],
+        [sys.executable, "run.py", "-m", "recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv",
+         "train.steps=200", "latent=categorical,gaussian", "seed=0,1", f"hydra/launcher={launcher}",
+         f"hydra.sweep.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
-    assert any("latent=categorical" in r for r in runs) and any("latent=gaussian" in r for r in runs)
+    assert len(runs) == 4  # the folder names show the swept values
+    for latent in ("categorical", "gaussian"):
+        for seed in (0, 1):
+            assert sum(f"latent={latent}" in r and f"seed={seed}" in r for r in runs) == 1
+    summary = subprocess.run(
+        [sys.executable, "benchmarks/sweep_summary.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=120,
+    )
+    assert summary.returncode == 0, summary.stderr[-2000:]
+    lines = summary.stdout.splitlines()
+    assert lines[0].split() == ["setting", "seeds", "mean", "std", "min", "max"]
+    assert {line.split()[0] for line in lines[1:3]} == {"latent=categorical", "latent=gaussian"}
+    assert (tmp_path / "summary.png").exists()
 
 
 def test_periodic_eval_and_open_loop_videos(make_cfg):
