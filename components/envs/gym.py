@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from components.envs.base import Flags, to_chw, unknown
+from components.envs.base import check_positive, finish, image_space, to_chw, unknown
 from registry import ConfigError, register
 
 
@@ -21,6 +21,11 @@ class GymConfig:
     pixels: bool = False
 
 
+def is_image(space: gym.spaces.Space) -> bool:
+    """Whether ``space`` is an image: a uint8 Box of shape HW or HWC."""
+    return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) in (2, 3)
+
+
 class DictObs(gym.ObservationWrapper):
     """Box observations -> ``{"vector": float32}`` or ``{"image": uint8 CHW}``; ``pixels`` uses renders."""
 
@@ -28,21 +33,25 @@ class DictObs(gym.ObservationWrapper):
         super().__init__(env)
         self.size, self.pixels = size, pixels
         space = env.observation_space
-        if not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"env.task: {env.spec.id} has {space} observations; the gym adapter takes a Box")
-        self.image = pixels or (space.dtype == np.uint8 and len(space.shape) in (2, 3))
+        if not pixels and not isinstance(space, gym.spaces.Box):
+            raise ConfigError(f"env.task: {env.spec.id} has {space} observations; the gym adapter takes a Box (or set env.pixels=true)")
+        self.image = pixels or is_image(space)
+        if pixels:
+            channels = 3
+        elif self.image:
+            channels = space.shape[-1] if len(space.shape) == 3 else 1
         if self.image:
-            channels = 3 if pixels or len(space.shape) == 3 and space.shape[-1] == 3 else 1
-            self.observation_space = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (channels, size, size), np.uint8)})
+            self.observation_space = gym.spaces.Dict({"image": image_space(channels, size)})
         else:
             flat = int(np.prod(space.shape))
             self.observation_space = gym.spaces.Dict({"vector": gym.spaces.Box(-np.inf, np.inf, (flat,), np.float32)})
 
     def observation(self, obs):
+        """The observation (or the current render) as ``{"image": CHW}`` or ``{"vector": float32}``."""
         if self.pixels:
             return {"image": to_chw(self.env.render(), self.size)}
         if self.image:
-            return {"image": to_chw(np.asarray(obs), self.size)}
+            return {"image": to_chw(obs, self.size)}
         return {"vector": np.asarray(obs, np.float32).reshape(-1)}
 
 
@@ -54,6 +63,7 @@ class ActionRepeat(gym.Wrapper):
         self.repeat = repeat
 
     def step(self, action):
+        """Step ``repeat`` times (fewer if the episode ends), returning the last step with the summed reward."""
         total = 0.0
         for _ in range(self.repeat):
             obs, reward, terminated, truncated, info = self.env.step(action)
@@ -65,16 +75,22 @@ class ActionRepeat(gym.Wrapper):
 
 @register("env", "gym", GymConfig)
 def make(cfg: GymConfig, seed: int = 0) -> gym.Env:
-    """A gymnasium env with dict observations, actions in one-hot-able Discrete or [-1, 1] Box."""
+    """A gymnasium env with dict observations and ``Discrete`` or ``Box(-1, 1)`` actions."""
+    check_positive("env", action_repeat=cfg.action_repeat, size=cfg.size)
     if cfg.task not in gym.registry:
         raise unknown("env.task", "gymnasium id", cfg.task, gym.registry.keys())
     env = gym.make(cfg.task, render_mode="rgb_array" if cfg.pixels else None)
-    if isinstance(env.action_space, gym.spaces.Box):
-        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    space = env.action_space
+    if isinstance(space, gym.spaces.Box):
+        if len(space.shape) != 1 or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ConfigError(f"env.task: {cfg.task} has action space {space}; the gym adapter takes bounded 1-d Box actions")
+        if not (np.all(space.low == -1) and np.all(space.high == 1) and space.dtype == np.float32):
+            env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    elif not (isinstance(space, gym.spaces.Discrete) and space.start == 0):
+        raise ConfigError(f"env.task: {cfg.task} has action space {space}; the gym adapter takes Discrete or Box actions")
     if cfg.action_repeat > 1:
         env = ActionRepeat(env, cfg.action_repeat)
-    env = Flags(DictObs(env, cfg.size, cfg.pixels))
-    env.metadata = {**env.metadata, "action_repeat": cfg.action_repeat}
+    env = finish(DictObs(env, cfg.size, cfg.pixels), cfg.action_repeat)
     env.reset(seed=seed)
     env.action_space.seed(seed)
     return env
