@@ -17,7 +17,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
-from components.nets import MLP, activation
+from components.nets import MLP, MLPConfig, activation
 from registry import ConfigError, register
 
 
@@ -29,16 +29,6 @@ class ConvDecoderConfig:
     kernels: list[int] = field(default_factory=lambda: [5, 5, 6, 6])
     act: str = "elu"
     norm: bool = False
-
-
-@dataclass
-class MLPDecoderConfig:
-    """Dense layers to the concatenated vector observations."""
-
-    layers: int = 4
-    units: int = 400
-    act: str = "elu"
-    norm: bool = True
 
 
 class _Decoder(nn.Module):
@@ -98,7 +88,7 @@ class ConvDecoder(_Decoder):
 class MLPDecoder(_Decoder):
     """MLP that decodes features into every vector key."""
 
-    def __init__(self, cfg: MLPDecoderConfig, feat_dim: int, obs_space: dict):
+    def __init__(self, cfg: MLPConfig, feat_dim: int, obs_space: dict):
         super().__init__()
         self.keys = vector_keys(obs_space)
         if not self.keys:
@@ -116,7 +106,7 @@ class MultiDecoderConfig:
     """Settings of the image (conv) and vector (mlp) parts."""
 
     conv: ConvDecoderConfig = field(default_factory=ConvDecoderConfig)
-    mlp: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
 
 
 class MultiDecoder(_Decoder):
@@ -139,5 +129,5 @@ class MultiDecoder(_Decoder):
 
 
 register("decoder", "conv", ConvDecoderConfig)(ConvDecoder)
-register("decoder", "mlp", MLPDecoderConfig)(MLPDecoder)
+register("decoder", "mlp", MLPConfig)(MLPDecoder)
 register("decoder", "multi", MultiDecoderConfig)(MultiDecoder)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from components.nets import MLP, activation
+from components.nets import MLP, MLPConfig, activation
 from registry import ConfigError, register
 
 
@@ -41,16 +41,6 @@ class ConvEncoderConfig:
     kernels: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
     act: str = "elu"
     norm: bool = False
-
-
-@dataclass
-class MLPEncoderConfig:
-    """Dense layers over the concatenated vector observations."""
-
-    layers: int = 4
-    units: int = 400
-    act: str = "elu"
-    norm: bool = True
 
 
 class ConvEncoder(nn.Module):
@@ -84,7 +74,7 @@ class ConvEncoder(nn.Module):
 class MLPEncoder(nn.Module):
     """MLP over all vector keys, concatenated."""
 
-    def __init__(self, cfg: MLPEncoderConfig, obs_space: dict):
+    def __init__(self, cfg: MLPConfig, obs_space: dict):
         super().__init__()
         self.keys = vector_keys(obs_space)
         if not self.keys:
@@ -102,7 +92,7 @@ class MultiEncoderConfig:
     """Settings of the image (conv) and vector (mlp) parts."""
 
     conv: ConvEncoderConfig = field(default_factory=ConvEncoderConfig)
-    mlp: MLPEncoderConfig = field(default_factory=MLPEncoderConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
 
 
 class MultiEncoder(nn.Module):
@@ -125,5 +115,5 @@ class MultiEncoder(nn.Module):
 
 
 register("encoder", "conv", ConvEncoderConfig)(ConvEncoder)
-register("encoder", "mlp", MLPEncoderConfig)(MLPEncoder)
+register("encoder", "mlp", MLPConfig)(MLPEncoder)
 register("encoder", "multi", MultiEncoderConfig)(MultiEncoder)

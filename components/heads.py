@@ -21,22 +21,12 @@ import torch.nn.functional as F
 from torch import distributions as D
 from torch import nn
 
-from components.nets import MLP
+from components.nets import MLP, MLPConfig
 from registry import register
 
 
 @dataclass
-class HeadConfig:
-    """MLP body of a head: ``layers`` x ``units`` with activation ``act`` and LayerNorm if ``norm``."""
-
-    layers: int = 4
-    units: int = 400
-    act: str = "elu"
-    norm: bool = True
-
-
-@dataclass
-class TruncNormalConfig(HeadConfig):
+class TruncNormalConfig(MLPConfig):
     """Actor head for continuous actions; std = 2 * sigmoid(raw / 2) + min_std (official)."""
 
     min_std: float = 0.1
@@ -45,7 +35,7 @@ class TruncNormalConfig(HeadConfig):
 class Head(nn.Module):
     """MLP whose output parameterises a distribution (``make_dist``)."""
 
-    def __init__(self, cfg: HeadConfig, in_dim: int, params_dim: int, make_dist):
+    def __init__(self, cfg: MLPConfig, in_dim: int, params_dim: int, make_dist):
         super().__init__()
         self.net = MLP(in_dim, params_dim, cfg.layers, cfg.units, cfg.act, cfg.norm)
         self.make_dist = make_dist
@@ -54,22 +44,22 @@ class Head(nn.Module):
         return self.make_dist(self.net(features).float())
 
 
-@register("head", "normal", HeadConfig)
-def normal(cfg: HeadConfig, in_dim: int, out_dim: int = 1) -> Head:
+@register("head", "normal", MLPConfig)
+def normal(cfg: MLPConfig, in_dim: int, out_dim: int = 1) -> Head:
     """Unit-variance Gaussian: -log_prob is half the squared error plus a constant."""
     if out_dim == 1:
         return Head(cfg, in_dim, 1, lambda p: D.Normal(p.squeeze(-1), 1.0))
     return Head(cfg, in_dim, out_dim, lambda p: D.Independent(D.Normal(p, 1.0), 1))
 
 
-@register("head", "bernoulli", HeadConfig)
-def bernoulli(cfg: HeadConfig, in_dim: int, out_dim: int = 1) -> Head:
+@register("head", "bernoulli", MLPConfig)
+def bernoulli(cfg: MLPConfig, in_dim: int, out_dim: int = 1) -> Head:
     """Bernoulli over a scalar target in [0, 1] (soft targets allowed), e.g. the discount."""
     return Head(cfg, in_dim, 1, lambda p: SoftBernoulli(logits=p.squeeze(-1)))
 
 
-@register("head", "onehot", HeadConfig)
-def onehot(cfg: HeadConfig, in_dim: int, out_dim: int) -> Head:
+@register("head", "onehot", MLPConfig)
+def onehot(cfg: MLPConfig, in_dim: int, out_dim: int) -> Head:
     """One-hot categorical over ``out_dim`` actions; samples carry straight-through gradients."""
     return Head(cfg, in_dim, out_dim, lambda p: OneHot(logits=p))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import nn
 
 from registry import ConfigError
@@ -24,6 +26,19 @@ def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
         layers.append(nn.LayerNorm(out_dim))
     layers.append(activation(act))
     return nn.Sequential(*layers)
+
+
+@dataclass
+class MLPConfig:
+    """Dense layers: ``layers`` x ``units`` with activation ``act``, LayerNorm if ``norm``.
+
+    Shared by the MLP encoder, the MLP decoder and every head.
+    """
+
+    layers: int = 4
+    units: int = 400
+    act: str = "elu"
+    norm: bool = True
 
 
 class MLP(nn.Sequential):

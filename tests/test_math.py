@@ -11,7 +11,8 @@ from torch import distributions as D
 from torch import nn
 
 from components.actor_grads import Dynamics, Mix, MixConfig, Reinforce, Schedule
-from components.heads import HeadConfig, OneHot, TruncatedNormal, bernoulli, normal
+from components.heads import OneHot, TruncatedNormal, bernoulli, normal
+from components.nets import MLPConfig
 from components.kl import Balanced, BalancedConfig, Plain, PlainConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
 from components.returns import lambda_return
@@ -223,7 +224,7 @@ class TinyWorldModel(torch.nn.Module):
 
 
 def _head(name, in_dim, out_dim=1):
-    return {"normal": normal, "bernoulli": bernoulli}[name](HeadConfig(layers=1, units=8), in_dim, out_dim)
+    return {"normal": normal, "bernoulli": bernoulli}[name](MLPConfig(layers=1, units=8), in_dim, out_dim)
 
 
 def _behavior(actor_grad, discrete=True, action_dim=3, **kw):
