@@ -233,3 +233,39 @@ def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     _, err = proc.communicate(timeout=120)
     state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["experience"]
     assert state["updates"] >= 20, err[-2000:]
+
+
+@dataclass
+class DyingConfig:
+    """Kills its own worker process on step ``die_at``."""
+
+    die_at: int = 25
+
+
+class Dying(Flaky):
+    """Like a segfaulting emulator: the worker process exits without a word."""
+
+    def __init__(self, die_at: int):
+        super().__init__(fail_at=10**9)
+        self.die_at = die_at
+
+    def step(self, action):
+        if self.t + 1 == self.die_at and os.environ.get("DK_TEST_DIE_ONCE") != "done":
+            os.environ["DK_TEST_DIE_ONCE"] = "done"  # inherited by the respawned worker, so it dies once
+            os._exit(1)
+        return super().step(action)
+
+
+@registry.register("env", "test_dying", DyingConfig)
+def make_dying(cfg: DyingConfig, seed: int = 0):
+    """Test env whose worker process dies once."""
+    return Flags(Dying(cfg.die_at))
+
+
+def test_a_dead_env_worker_process_is_restarted(make_cfg, monkeypatch):
+    monkeypatch.delenv("DK_TEST_DIE_ONCE", raising=False)
+    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", "train.steps=120",
+                   "train.async_envs=true", "train.num_envs=2")
+    cfg.env = {"name": "test_dying", "die_at": 25}
+    summary = train(cfg)
+    assert summary["env_restarts"] >= 1 and summary["agent_steps"] >= 120
