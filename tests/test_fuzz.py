@@ -10,7 +10,6 @@ import os
 import signal
 import time
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
