@@ -7,7 +7,8 @@
   ``every_steps`` agent steps or ``every_minutes`` of wall time, on SIGINT/SIGTERM and at the
   end, points ``last.ckpt`` at the newest one and keeps the newest ``keep``.
   (Lightning's ModelCheckpoint counts optimizer steps and cannot combine a step and a
-  time trigger, hence this small callback.)
+  time trigger, hence this small callback.) In a data-parallel run rank 0 decides when
+  to save, every rank contributes its state, and rank 0 writes the file.
 - ``load_checkpoint`` reads one with an error that names the file when it is corrupt.
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from registry import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +76,35 @@ class Checkpointer(Callback):
         self._last_steps, self._last_time = 0, time.time()
 
     def on_train_start(self, trainer, pl_module):
-        self._last_steps, self._last_time = pl_module.experience.agent_steps, time.time()
+        self._last_steps, self._last_time = pl_module.experience.global_steps, time.time()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        steps = pl_module.experience.agent_steps
-        if steps - self._last_steps >= self.every_steps or time.time() - self._last_time >= self.every_seconds:
+        steps = pl_module.experience.global_steps
+        due = steps - self._last_steps >= self.every_steps or time.time() - self._last_time >= self.every_seconds
+        if trainer.strategy.broadcast(due):  # wall clocks differ between ranks: rank 0 decides
             self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
         self.save(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception):
-        if isinstance(exception, (NonFiniteLoss, CheckpointError)):
+        if isinstance(exception, (NonFiniteLoss, CheckpointError, ConfigError)):
             return  # keep the last good checkpoint as it is
+        if trainer.world_size > 1:
+            log.warning("%s in a data-parallel run: resume from the last periodic checkpoint", type(exception).__name__)
+            return  # saving needs every rank, and the others may be gone
         if pl_module.experience is not None and pl_module.updates > 0:
             log.warning("saving a checkpoint after %s", type(exception).__name__)
             self.save(trainer, pl_module)
 
     def save(self, trainer, pl_module) -> Path:
         """Write ``step_<agent steps>.ckpt``, repoint ``last.ckpt`` and prune old ones."""
-        steps = pl_module.experience.agent_steps
+        steps = pl_module.experience.global_steps
         path = self.directory / f"step_{steps:012d}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # collective: every rank calls it, rank 0 writes
+        self._last_steps, self._last_time = steps, time.time()
+        if not trainer.is_global_zero:
+            return path
         last = self.directory / "last.ckpt"
         tmp = self.directory / "last.ckpt.tmp"
         tmp.unlink(missing_ok=True)
@@ -102,5 +112,4 @@ class Checkpointer(Callback):
         os.replace(tmp, last)
         for old in sorted(self.directory.glob("step_*.ckpt"))[: -self.keep]:
             old.unlink()
-        self._last_steps, self._last_time = steps, time.time()
         return path

@@ -71,6 +71,7 @@ class TrainConfig:
     precision: str = "auto"
     accelerator: str = "auto"
     devices: int = 1
+    num_nodes: int = 1
 
 
 @dataclass

@@ -119,7 +119,7 @@ class Dreamer(L.LightningModule):
         if torch.stack(list(losses.values())).isfinite().all():  # one host sync per loss group
             return True
         bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v))
-        where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.agent_steps})"
+        where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.global_steps})"
         if self.nonfinite == "stop":
             raise NonFiniteLoss(f"{where}; training stopped, the last good checkpoint is kept")
         self.skipped_updates += 1
@@ -132,21 +132,30 @@ class Dreamer(L.LightningModule):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["dreamer"] = {
-            "experience": self.experience.state_dict(),
-            "skipped_updates": self.skipped_updates,
-            "torch_rng": torch.get_rng_state(),
-        }
+        # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
+        state = {"experience": self.experience.state_dict(), "skipped_updates": self.skipped_updates,
+                 "torch_rng": torch.get_rng_state()}
+        ranks = [state]
+        if self.trainer.world_size > 1:
+            ranks = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(ranks, state)
+        checkpoint["dreamer"] = {"ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        state = checkpoint["dreamer"]
+        ranks = checkpoint["dreamer"]["ranks"]
+        if len(ranks) != self.trainer.world_size:
+            raise ConfigError(
+                f"this checkpoint was written by {len(ranks)} rank(s); resume it with the same world size "
+                f"(train.devices x train.num_nodes = {len(ranks)}), not {self.trainer.world_size}"
+            )
+        state = ranks[self.trainer.global_rank]
         self.experience.load_state_dict(state["experience"])
         self.skipped_updates = state["skipped_updates"]
         torch.set_rng_state(state["torch_rng"])
 
     def _log(self, metrics: dict) -> None:
         exp = self.experience
-        bar = {"env_steps": float(exp.agent_steps), "updates": float(self.updates), "fps": exp.fps}
+        bar = {"env_steps": float(exp.global_steps), "updates": float(self.updates), "fps": exp.fps}
         if not math.isnan(exp.last_return):
             bar["return"] = exp.last_return
         self.log_dict(bar, prog_bar=True, logger=False, batch_size=1)
@@ -155,9 +164,10 @@ class Dreamer(L.LightningModule):
         while exp.finished:
             steps, ret, length = exp.finished.popleft()
             self.logger.log_metrics(
-                {"episode/return": ret, "episode/length": length}, step=steps * self.env_info.action_repeat
+                {"episode/return": ret, "episode/length": length},
+                step=steps * exp.world_size * self.env_info.action_repeat,
             )
         if self.updates % self.log_every == 0:
             scalars = {k: float(v) for k, v in metrics.items()}
-            scalars.update({"train/updates": self.updates, "train/env_steps": exp.agent_steps, "train/fps": exp.fps})
+            scalars.update({"train/updates": self.updates, "train/env_steps": exp.global_steps, "train/fps": exp.fps})
             self.logger.log_metrics(scalars, step=exp.frames)

@@ -94,7 +94,8 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 class PeriodicEval(Callback):
-    """Every ``every`` agent steps, run ``episodes`` evaluation episodes (policy mode) on a separate env.
+    """Every ``every`` agent steps (all ranks), rank 0 runs ``episodes`` evaluation episodes (policy mode)
+    on a separate env.
 
     Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
     frames, agent_steps, updates, eval_return, train_return, wall_s.
@@ -106,16 +107,18 @@ class PeriodicEval(Callback):
         self._next, self._env, self._start = every, None, time.time()
 
     def on_train_start(self, trainer, pl_module):
-        self._next = (pl_module.experience.agent_steps // self.every + 1) * self.every
-        if not self.path.exists():
+        self._next = (pl_module.experience.global_steps // self.every + 1) * self.every
+        if trainer.is_global_zero and not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         exp = pl_module.experience
-        if exp.agent_steps < self._next:
+        if exp.global_steps < self._next:
             return
         self._next += self.every
+        if not trainer.is_global_zero:
+            return
         if self._env is None:
             self._env = registry.build("env", self.env_cfg, path="env", seed=self.seed + 20_000)
         was_training = pl_module.training
@@ -124,7 +127,7 @@ class PeriodicEval(Callback):
         pl_module.train(was_training)
         mean = float(np.mean(returns))
         with open(self.path, "a") as f:
-            f.write(f"{exp.frames},{exp.agent_steps},{exp.updates},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
+            f.write(f"{exp.frames},{exp.global_steps},{exp.updates},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
         if trainer.logger:
             trainer.logger.log_metrics({"eval/return": mean}, step=exp.frames)
 

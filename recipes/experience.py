@@ -9,6 +9,10 @@ while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretr
 Before the first update, ``prefill`` agent steps are collected with uniform
 random actions; the ``pretrain`` updates follow at once.
 
+In data-parallel training every rank runs this pipeline on its own environments
+and replay shard; ``train.steps`` and ``train.prefill`` are global budgets split
+over the ``world_size`` ranks, so the train ratio holds globally.
+
 An environment that raises is rebuilt (``make_envs``) and its episode restarts;
 ``max_env_restarts`` failures in a row end the run.
 """
@@ -16,6 +20,7 @@ An environment that raises is rebuilt (``make_envs``) and its episode restarts;
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -32,9 +37,12 @@ log = logging.getLogger(__name__)
 class Experience:
     """Steps the environments with a policy, stores transitions and yields replayed batches."""
 
-    def __init__(self, make_envs: Callable, info, replay, cfg: TrainConfig, seed: int, max_env_restarts: int = 10):
+    def __init__(self, make_envs: Callable, info, replay, cfg: TrainConfig, seed: int, max_env_restarts: int = 10,
+                 world_size: int = 1):
         self.make_envs, self.info, self.replay, self.cfg, self.seed = make_envs, info, replay, cfg, seed
-        self.max_env_restarts = max_env_restarts
+        self.max_env_restarts, self.world_size = max_env_restarts, world_size
+        self.steps = math.ceil(cfg.steps / world_size)  # this rank's share of the budgets
+        self.prefill = max(math.ceil(cfg.prefill / world_size), cfg.length)
         self.envs = make_envs()
         self.num_envs = self.envs.num_envs
         self.rng = np.random.default_rng(seed)
@@ -56,9 +64,14 @@ class Experience:
         self._ep_length = np.zeros(self.num_envs, np.int64)
 
     @property
+    def global_steps(self) -> int:
+        """Agent steps of all ranks (each rank steps its envs on the same schedule)."""
+        return self.agent_steps * self.world_size
+
+    @property
     def frames(self) -> int:
-        """Environment frames as the paper counts them: agent steps x action repeat."""
-        return self.agent_steps * self.info.action_repeat
+        """Environment frames of all ranks as the paper counts them: agent steps x action repeat."""
+        return self.global_steps * self.info.action_repeat
 
     @property
     def fps(self) -> float:
@@ -122,17 +135,17 @@ class Experience:
     def updates_due(self) -> bool:
         """Whether the train ratio asks for another update at the current number of agent steps."""
         c = self.cfg
-        budget = c.train_ratio * max(self.agent_steps - c.prefill, 0) + c.pretrain * c.batch * c.length
-        return self.agent_steps >= c.prefill and self.updates * c.batch * c.length < budget
+        budget = c.train_ratio * max(self.agent_steps - self.prefill, 0) + c.pretrain * c.batch * c.length
+        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < budget
 
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
-        """Collect until ``cfg.steps`` agent steps, yielding one ``[B, T]`` batch per due update."""
-        while self.agent_steps < self.cfg.prefill:
+        """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""
+        while self.agent_steps < self.prefill:
             self.step(None)
         while self.replay.steps < self.cfg.length:  # a resumed run whose replay was in memory
             self.step(policy)
         self._start_time, self._start_steps = time.time(), self.agent_steps
-        while self.agent_steps < self.cfg.steps or self.updates_due():
+        while self.agent_steps < self.steps or self.updates_due():
             if self.updates_due():
                 self.updates += 1
                 yield self.replay.sample(self.cfg.batch)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import DDPStrategy
 import yaml
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -51,6 +52,8 @@ RANGES = [
     ("train.checkpoint_every", lambda v: v >= 1, ">= 1"),
     ("train.checkpoint_minutes", lambda v: v > 0, "> 0"),
     ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
+    ("train.devices", lambda v: v >= 1, ">= 1"),
+    ("train.num_nodes", lambda v: v >= 1, ">= 1"),
     ("behavior.horizon", lambda v: v >= 2, ">= 2 (the actor needs a target after its action)"),
     ("behavior.discount", lambda v: 0 < v <= 1, "in (0, 1]"),
     ("behavior.lambda_", lambda v: 0 <= v <= 1, "in [0, 1]"),
@@ -148,42 +151,23 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def build(cfg: DictConfig):
-    """Validate ``cfg`` and build (module, experience, trainer) without training."""
-    from components.envs import env_info, make_vector_env
-    from recipes.experience import Experience
-
-    run, components = validate(cfg)
-    run_dir = Path(run.run_dir)
-    save_run_info(cfg, run_dir)
-    L.seed_everything(run.seed, workers=True, verbose=False)
-
-    def make_envs():
-        return make_vector_env(components["env"], run.train.num_envs, run.seed, asynchronous=run.train.async_envs)
-
-    envs = make_envs()
-    info = env_info(envs)
-    envs.close()
-    replay = registry.build(
-        "replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
-        directory=str(run_dir / "replay"), seed=run.seed,
-    )
-    experience = Experience(make_envs, info, replay, run.train, run.seed)
-    module = registry.get("recipe", run.recipe).target(
-        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite
-    )
-    module.experience = experience
+def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dict) -> L.Trainer:
+    """The Lightning Trainer: loop, precision, devices (DDP when more than one), callbacks, logger."""
     t = run.train
     callbacks = [ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)]
     if run.eval.every > 0:
         callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed))
     if run.eval.video_every > 0:
         callbacks.append(VideoPredictions(run.eval.video_every, run_dir))
-    trainer = L.Trainer(
+    # Each backward pass (model, actor, critic) reaches only its own parameters.
+    strategy = DDPStrategy(find_unused_parameters=True) if t.devices * t.num_nodes > 1 else "auto"
+    return L.Trainer(
         default_root_dir=run_dir,
         max_epochs=-1,  # the experience iterable decides when training ends (see Dreamer.on_train_epoch_end)
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy,
         precision=precision(run),
         logger=make_logger(cfg, run_dir),
         callbacks=callbacks,
@@ -191,6 +175,42 @@ def build(cfg: DictConfig):
         enable_checkpointing=False,
         log_every_n_steps=1,
     )
+
+
+def build(cfg: DictConfig):
+    """Validate ``cfg`` and build (module, experience, trainer) without training.
+
+    With several ranks (``train.devices`` x ``train.num_nodes``) every rank builds its own
+    environments (seeded apart) and replay shard (``replay/`` on rank 0, ``replay_rank<r>/``
+    elsewhere); Lightning's DDP averages the gradients.
+    """
+    from components.envs import env_info, make_vector_env
+    from recipes.experience import Experience
+
+    run, components = validate(cfg)
+    run_dir = Path(run.run_dir)
+    trainer = make_trainer(cfg, run, run_dir, components)
+    rank, world = trainer.global_rank, trainer.world_size
+    if rank == 0:
+        save_run_info(cfg, run_dir)
+    L.seed_everything(run.seed, workers=True, verbose=False)  # same initial weights on every rank
+    seed = run.seed + rank * run.train.num_envs  # distinct environments and replay sampling per rank
+
+    def make_envs():
+        return make_vector_env(components["env"], run.train.num_envs, seed, asynchronous=run.train.async_envs)
+
+    envs = make_envs()
+    info = env_info(envs)
+    envs.close()
+    replay = registry.build(
+        "replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
+        directory=str(run_dir / ("replay" if rank == 0 else f"replay_rank{rank}")), seed=seed,
+    )
+    experience = Experience(make_envs, info, replay, run.train, seed, world_size=world)
+    module = registry.get("recipe", run.recipe).target(
+        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite
+    )
+    module.experience = experience
     return module, experience, trainer
 
 
@@ -207,8 +227,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     finally:
         experience.close()
     summary = {
-        "agent_steps": experience.agent_steps,
+        "agent_steps": experience.global_steps,
         "frames": experience.frames,
+        "ranks": experience.world_size,
         "updates": module.updates,
         "episodes": experience.episodes,
         "last_return": experience.last_return,

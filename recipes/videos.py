@@ -10,14 +10,14 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 
 class VideoPredictions(Callback):
-    """Every ``every`` updates: ``sequences`` replayed windows, 5 observed frames then model-only frames."""
+    """Every ``every`` updates (rank 0): ``sequences`` replayed windows, 5 observed frames then model-only frames."""
 
     def __init__(self, every: int, run_dir: Path, sequences: int = 4, context: int = 5):
         self.every, self.sequences, self.context = every, sequences, context
         self.directory = Path(run_dir) / "videos"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if pl_module.updates % self.every or "image" not in pl_module.env_info.obs_space:
+        if not trainer.is_global_zero or pl_module.updates % self.every or "image" not in pl_module.env_info.obs_space:
             return
         sample = pl_module.experience.replay.sample(self.sequences).to(pl_module.device)
         video = pl_module.world_model.open_loop(sample, self.context).numpy()

@@ -1,0 +1,43 @@
+"""Run by tests/test_ddp.py (``python tests/ddp_worker.py <run dir> <overrides>``): a data-parallel
+smoke run that saves what each rank ends with to ``<run dir>/rank<r>.pt``.
+
+Lightning's DDP launcher starts the other ranks by running this script again.
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from recipes.config import register_schema  # noqa: E402
+from recipes.train import build  # noqa: E402
+
+
+def main(run_dir: str, *overrides: str) -> None:
+    register_schema()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"run_dir={run_dir}", *overrides])
+    module, experience, trainer = build(cfg)
+    try:
+        trainer.fit(module, train_dataloaders=experience.batches(module.policy))
+    finally:
+        experience.close()
+    stored = experience.replay.buffer.storage
+    torch.save(
+        {
+            "params": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+            "agent_steps": experience.agent_steps,
+            "global_steps": experience.global_steps,
+            "updates": experience.updates,
+            "actions": stored[: len(stored)]["action"].clone(),
+        },
+        Path(run_dir) / f"rank{trainer.global_rank}.pt",
+    )
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
