@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -99,3 +101,16 @@ def test_component_wrong_type_names_key(make_cfg):
 def test_prefill_shorter_than_length_is_rejected(make_cfg):
     with pytest.raises(ConfigError, match="train.prefill"):
         validate(make_cfg("train.prefill=10", "train.length=50"))
+
+
+def test_slurm_launcher_preset_sizes_jobs_from_the_run():
+    from hydra import compose, initialize_config_dir
+
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "train.devices=4", "train.num_nodes=2",
+                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
+    assert launcher.partition == "gpu" and launcher.timeout_min == 4320
