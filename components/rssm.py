@@ -15,6 +15,8 @@ at an episode start) and ``is_first[t]`` resets state and action to zeros.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +25,24 @@ from torch import nn
 from components.nets import dense
 
 State = dict[str, torch.Tensor]
+log = logging.getLogger(__name__)
+
+
+def compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn)`` with static shapes that falls back to ``fn`` for good if compiling fails."""
+    fast = torch.compile(fn, dynamic=False)
+
+    def call(*args, **kwargs):
+        nonlocal fast
+        if fast is not fn:
+            try:
+                return fast(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:  # no compiler, unsupported op, ...
+                log.warning("torch.compile failed for %s, running it eagerly: %s", fn.__name__, str(err)[:300])
+                fast = fn
+        return fn(*args, **kwargs)
+
+    return call
 
 
 @dataclass
@@ -65,6 +85,11 @@ class RSSM(nn.Module):
             dense(cfg.deter + embed_dim, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )
         self.feat_dim = cfg.deter + latent.size
+
+    def compile_steps(self) -> None:
+        """Compile the observe and imagine steps (fused GRU, norms, sampling); eager where that fails."""
+        self.img_step = compiled(self.img_step)
+        self.obs_step = compiled(self.obs_step)
 
     def initial(self, batch: int, device=None, dtype=torch.float32) -> State:
         """The all-zeros state at an episode start."""

@@ -53,7 +53,7 @@ class BehaviorConfig:
 
 @dataclass
 class TrainConfig:
-    """Run length, batch shape, interleaving (train_ratio), environments and precision."""
+    """Run length, batch shape, interleaving (train_ratio), environments, precision, compilation, devices."""
 
     steps: int = 50_000_000
     batch: int = 50
@@ -69,6 +69,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     nonfinite: str = "stop"
     precision: str = "auto"
+    compile: bool = False
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1

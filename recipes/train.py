@@ -210,6 +210,8 @@ def build(cfg: DictConfig):
     module = registry.get("recipe", run.recipe).target(
         run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite
     )
+    if run.train.compile:
+        module.world_model.rssm.compile_steps()
     module.experience = experience
     return module, experience, trainer
 
