@@ -1,5 +1,5 @@
-"""Run by tests/test_ddp.py (``python tests/ddp_worker.py <run dir> <overrides>``): a data-parallel
-smoke run that saves what each rank ends with to ``<run dir>/rank<r>.pt``.
+"""Run by tests/test_ddp.py (``python tests/ddp_worker.py <run dir> [--resume] <overrides>``): a
+data-parallel smoke run (or its resumption) that saves what each rank ends with to ``<run dir>/rank<r>.pt``.
 
 Lightning's DDP launcher starts the other ranks by running this script again.
 """
@@ -14,16 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from recipes.config import register_schema  # noqa: E402
-from recipes.train import build  # noqa: E402
+from recipes.train import build, resume_config  # noqa: E402
 
 
 def main(run_dir: str, *overrides: str) -> None:
     register_schema()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"run_dir={run_dir}", *overrides])
+    ckpt = None
+    if overrides and overrides[0] == "--resume":
+        cfg, ckpt = resume_config(run_dir, overrides[1:]), Path(run_dir) / "checkpoints" / "last.ckpt"
+    else:
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=[f"run_dir={run_dir}", *overrides])
     module, experience, trainer = build(cfg)
     try:
-        trainer.fit(module, train_dataloaders=experience.batches(module.policy))
+        trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
     finally:
         experience.close()
     stored = experience.replay.buffer.storage

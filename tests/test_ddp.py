@@ -16,16 +16,20 @@ from recipes.train import train
 from registry import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "train.accelerator=cpu", "train.devices=2",
-             "train.steps=160", "train.checkpoint_every=64"]
+OVERRIDES = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "replay.storage=disk", "train.accelerator=cpu",
+             "train.devices=2", "train.steps=160", "train.checkpoint_every=64"]
+
+
+def run_worker(run_dir: Path, *args: str) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *OVERRIDES],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_worker(run_dir, *OVERRIDES)
     return run_dir
 
 
@@ -47,6 +51,16 @@ def test_global_step_counts_add_up_and_checkpoints_hold_every_rank(ddp_run):
     assert [r["experience"]["agent_steps"] for r in ranks] == [80, 80]
     assert all(r["experience"]["replay"]["steps"] == 80 for r in ranks)
     assert (ddp_run / "checkpoints" / "step_000000000160.ckpt").is_file()  # named by the global count
+
+
+def test_resume_with_the_same_world_size_continues_every_shard(ddp_run):
+    run_worker(ddp_run, "--resume", "train.steps=240")
+    rank0, rank1 = (torch.load(ddp_run / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    assert rank0["agent_steps"] == rank1["agent_steps"] == 120  # continued from 80 each, not from 0
+    for name, value in rank0["params"].items():
+        assert torch.equal(value, rank1["params"][name]), f"{name} differs between ranks after resuming"
+    ranks = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["dreamer"]["ranks"]
+    assert [r["experience"]["replay"]["steps"] for r in ranks] == [120, 120]  # shards reopened, then extended
 
 
 def test_resuming_with_another_world_size_is_refused(ddp_run):
