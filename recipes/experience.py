@@ -138,6 +138,14 @@ class Experience:
         budget = c.train_ratio * max(self.agent_steps - self.prefill, 0) + c.pretrain * c.batch * c.length
         return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < budget
 
+    @property
+    def total_updates(self) -> int:
+        """The number of updates this rank will have made when its share of ``cfg.steps`` is collected."""
+        c = self.cfg
+        final_steps = math.ceil(max(self.steps, self.prefill) / self.num_envs) * self.num_envs
+        budget = c.train_ratio * (final_steps - self.prefill) + c.pretrain * c.batch * c.length
+        return math.ceil(budget / (c.batch * c.length))
+
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
         """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""
         while self.agent_steps < self.prefill:

@@ -8,7 +8,13 @@ _FORMATS = {"env_steps": "{:,.0f}", "updates": "{:,.0f}", "fps": "{:.1f}", "retu
 
 
 class ProgressBar(TQDMProgressBar):
-    """TQDM bar whose counters print as integers (``env_steps=12,800``) instead of ``1.28e+04``."""
+    """TQDM bar counting updates towards the run's total; counters print as integers (``env_steps=12,800``)."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Updates the run will make (the experience iterable has no length of its own)."""
+        experience = getattr(self.trainer.lightning_module, "experience", None)
+        return experience.total_updates if experience is not None else super().total_train_batches
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)

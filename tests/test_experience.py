@@ -42,7 +42,9 @@ def test_stored_steps_hold_the_action_that_led_to_them():
 def test_train_ratio_sets_replayed_steps_per_agent_step():
     cfg = TrainConfig(batch=4, length=8, train_ratio=64, prefill=40, pretrain=3, steps=840)
     exp = _experience(cfg)
+    predicted = exp.total_updates  # what the progress bar shows as its total
     batches = list(exp.batches(policy=lambda obs: exp.random_action()))
+    assert predicted == len(batches)
     assert all(b.batch_size == torch.Size([4, 8]) for b in batches)
     # pretrain updates right after the prefill, then train_ratio / (B * T) = 2 per agent step
     assert len(batches) == cfg.pretrain + 2 * (exp.agent_steps - cfg.prefill)
