@@ -7,13 +7,15 @@ Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
 train_return, wall_s) during training and <run dir>/learning_curve.png with the
 official DreamerV2 mean and min-max band (../shared/reference/dreamerv2_official_curves.csv)
 at equal x: environment frames for Atari, environment steps for DMC. Prints the
-final figures with updates/s and env steps/s.
+final figures with updates/s and env steps/s. A SIGTERM to this script reaches the run, which
+checkpoints and stops (resume it with ``python run.py resume=runs/learn/<name>``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +81,13 @@ def summary(run_dir: Path) -> str:
             f"({int(last['updates']) / wall:.2f} updates/s, {int(last['agent_steps']) / wall:.1f} agent steps/s)")
 
 
+def train(cmd: list[str]) -> int:
+    """Run the training command; a SIGTERM to this script is passed on, so the run checkpoints and stops."""
+    child = subprocess.Popen(cmd, cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: child.terminate())
+    return child.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--plot", type=Path, help="only plot this run directory")
@@ -93,9 +102,11 @@ def main() -> None:
         cmd = [sys.executable, str(ROOT / "run.py"), *args.overrides, f"eval.every={args.eval_every}",
                f"eval.during_episodes={args.eval_episodes}", f"hydra.run.dir={run_dir}"]
         print("running:", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        returncode = train(cmd)
     print(f"curve: {plot(run_dir)}")
     print(summary(run_dir))
+    if run_dir != args.plot and returncode:
+        sys.exit(returncode)
 
 
 if __name__ == "__main__":
