@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="run.py overrides (recipe=..., env.task=..., ...)")
     args = parser.parse_args()
-    run_dir = args.plot
+    run_dir, returncode = args.plot, 0
     if run_dir is None:
         run_dir = ROOT / "runs" / "learn" / args.name
         cmd = [sys.executable, str(ROOT / "run.py"), *args.overrides, f"eval.every={args.eval_every}",
@@ -105,8 +105,7 @@ def main() -> None:
         returncode = train(cmd)
     print(f"curve: {plot(run_dir)}")
     print(summary(run_dir))
-    if run_dir != args.plot and returncode:
-        sys.exit(returncode)
+    sys.exit(returncode)
 
 
 if __name__ == "__main__":

@@ -135,16 +135,19 @@ class Experience:
     def updates_due(self) -> bool:
         """Whether the train ratio asks for another update at the current number of agent steps."""
         c = self.cfg
-        budget = c.train_ratio * max(self.agent_steps - self.prefill, 0) + c.pretrain * c.batch * c.length
-        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < budget
+        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < self._replay_budget(self.agent_steps)
 
     @property
     def total_updates(self) -> int:
         """The number of updates this rank will have made when its share of ``cfg.steps`` is collected."""
         c = self.cfg
         final_steps = math.ceil(max(self.steps, self.prefill) / self.num_envs) * self.num_envs
-        budget = c.train_ratio * (final_steps - self.prefill) + c.pretrain * c.batch * c.length
-        return math.ceil(budget / (c.batch * c.length))
+        return math.ceil(self._replay_budget(final_steps) / (c.batch * c.length))
+
+    def _replay_budget(self, agent_steps: int) -> float:
+        """Replayed steps the train ratio allows at ``agent_steps`` (pretrain updates included)."""
+        c = self.cfg
+        return c.train_ratio * max(agent_steps - self.prefill, 0) + c.pretrain * c.batch * c.length
 
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
         """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""

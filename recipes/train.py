@@ -151,6 +151,11 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint a resume of ``run_dir`` starts from."""
+    return Path(run_dir) / "checkpoints" / "last.ckpt"
+
+
 def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dict) -> L.Trainer:
     """The Lightning Trainer: loop, precision, devices (DDP when more than one), callbacks, logger."""
     t = run.train
@@ -221,7 +226,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     ckpt = None
     if cfg.get("resume"):
         cfg = resume_config(cfg.resume, overrides or [])
-        ckpt = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+        ckpt = last_checkpoint(cfg.run_dir)
         load_checkpoint(ckpt)  # a corrupt or missing checkpoint fails here, naming the file
     module, experience, trainer = build(cfg)
     try:
