@@ -12,9 +12,12 @@ the newest and the oldest stored step.
 
 Samplers (TorchRL ``Sampler`` subclasses, so ``ReplayBuffer.sample`` returns the batch):
 
-    uniform          window starts uniform over the stored stream
-    prioritize_ends  a window containing an episode end is moved to end there, so the
-                     last window of every episode is drawn ~``length`` times as often
+    uniform          window starts uniform over the stored stream (every step equally likely)
+    episodes         the official DreamerV2 replay: an episode uniformly over all stored
+                     episodes, then a window inside it, so short episodes (CartPole's
+                     failures) are drawn as often as long ones however rare their steps are
+    prioritize_ends  ``episodes`` whose last window of every episode gets ``length`` times
+                     the share of any other start (official Atari setting)
 
 Not TorchRL's ``SliceSampler``: its slices never cross an episode, so with
 ``strict_length`` it drops episodes shorter than the slice (CartPole's early ones)
@@ -70,17 +73,17 @@ class UniformSampler(Sampler):
                 f"replay holds {steps} steps per env, fewer than one window of {self.length}; "
                 "add more steps before sampling"
             )
-        offset = torch.randint(steps - self.length + 1, (batch_size,), generator=self.generator)
-        env = torch.randint(self.num_envs, (batch_size,), generator=self.generator)
-        offset = self.adjust(storage, oldest, offset, env)
+        offset, env = self.starts(storage, steps, oldest, batch_size)
         # Offsets count from the oldest row and end at most at the newest, so a window never
         # spans the seam; the modulo only maps them onto the circular rows.
         time_idx = (oldest + offset[:, None] + torch.arange(self.length)) % storage.max_size
         return (time_idx, env[:, None].expand_as(time_idx)), {}
 
-    def adjust(self, storage, oldest: int, offset: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Move the uniform start offsets (counted from the oldest row); uniform keeps them."""
-        return offset
+    def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window start offsets (counted from the oldest row, at most ``steps - length``) and envs."""
+        offset = torch.randint(steps - self.length + 1, (batch_size,), generator=self.generator)
+        env = torch.randint(self.num_envs, (batch_size,), generator=self.generator)
+        return offset, env
 
     def _empty(self) -> None:
         return  # nothing to forget: where the data lies is read from the storage
@@ -106,18 +109,35 @@ class UniformSampler(Sampler):
         return f"{type(self).__name__}(length={self.length}, num_envs={self.num_envs})"
 
 
-class EndsSampler(UniformSampler):
-    """Prioritize ends: a window holding an episode's last step is shifted to end at that step."""
+class EpisodeSampler(UniformSampler):
+    """Official DreamerV2 sampling: an episode uniformly over every stored episode, then a window in it.
 
-    def adjust(self, storage, oldest: int, offset: torch.Tensor, env: torch.Tensor) -> torch.Tensor:
-        """Anchor ``a`` with a first ``is_last`` at ``e`` in ``[a, a + length)`` -> start ``max(0, e - length + 1)``."""
-        steps = torch.arange(self.length)
-        rows = (oldest + offset[:, None] + steps) % storage.max_size
-        # Gather only the flag, not whole steps (images): the backing TensorDict is [rows, num_envs].
-        is_last = storage._storage.get("is_last")[rows, env[:, None]].reshape(len(offset), self.length).bool()
-        first_end = torch.where(is_last, steps, self.length).amin(-1)  # == length where there is none
-        shifted = (offset + first_end - self.length + 1).clamp(min=0)
-        return torch.where(first_end < self.length, shifted, offset)
+    Episodes are read from ``is_first`` (the oldest stored step starts one too, possibly cut by
+    the circular overwrite; the newest one may be ongoing). A window starts uniformly where it
+    fits inside its episode; with ``prioritize_ends`` the start is drawn over the whole episode
+    and clamped, so the window ending at the episode's end gets ``length`` of the draws. An
+    episode shorter than a window starts it and the window runs on into the next episodes.
+    """
+
+    def __init__(self, length: int, num_envs: int, seed: int = 0, prioritize_ends: bool = False):
+        super().__init__(length, num_envs, seed)
+        self.prioritize_ends = prioritize_ends
+
+    def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Episode starts and ends of every env, one episode per window, a start inside it."""
+        flags = storage._storage.get("is_first")  # [rows, num_envs]: two slices, not a gather
+        first = torch.cat([flags[oldest:steps], flags[:oldest]]).reshape(steps, self.num_envs).bool()
+        first[0] = True  # cat copied the flags: the storage is not written
+        env, begin = first.t().nonzero(as_tuple=True)  # ordered by env, then time
+        same_env = torch.cat([env[1:] == env[:-1], torch.tensor([False])])
+        end = torch.where(same_env, torch.cat([begin[1:], begin[-1:]]), steps)
+        pick = torch.randint(len(begin), (batch_size,), generator=self.generator)
+        begin, size, env = begin[pick], end[pick] - begin[pick], env[pick]
+        room = (size - self.length).clamp(min=0)  # last start that keeps the window in the episode
+        span = size if self.prioritize_ends else room + 1
+        u = (torch.rand(batch_size, generator=self.generator) * span).long()
+        offset = (begin + torch.minimum(u, room)).clamp(max=steps - self.length)
+        return offset, env
 
 
 @dataclass
@@ -217,9 +237,15 @@ def uniform(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | N
     return Replay(cfg, UniformSampler(length, num_envs, seed), num_envs, length, directory)
 
 
+@register("replay", "episodes", ReplayConfig)
+def episodes(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
+    """Episodes drawn uniformly, then a window inside each (the official DreamerV2 replay)."""
+    return Replay(cfg, EpisodeSampler(length, num_envs, seed), num_envs, length, directory)
+
+
 @register("replay", "prioritize_ends", ReplayConfig)
 def prioritize_ends(
     cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0
 ) -> Replay:
-    """Windows that contain an episode end are moved to end there (DreamerV2 Atari)."""
-    return Replay(cfg, EndsSampler(length, num_envs, seed), num_envs, length, directory)
+    """``episodes`` with each episode's last window drawn ``length`` times as often (DreamerV2 Atari)."""
+    return Replay(cfg, EpisodeSampler(length, num_envs, seed, prioritize_ends=True), num_envs, length, directory)

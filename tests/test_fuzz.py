@@ -20,7 +20,7 @@ COMPONENTS = {
     "latent": ["categorical", "gaussian"],
     "kl": ["balanced", "plain"],
     "actor_grad": ["reinforce", "dynamics", "mix"],
-    "replay": ["uniform", "prioritize_ends"],
+    "replay": ["uniform", "prioritize_ends", "episodes"],
     "encoder": ["multi", "mlp", "conv"],
     "decoder": ["multi", "mlp", "conv"],
 }

@@ -76,7 +76,7 @@ def test_every_kind_has_builtin_components():
     for expected in [
         ("latent", "categorical"), ("latent", "gaussian"), ("kl", "balanced"), ("kl", "plain"),
         ("actor_grad", "reinforce"), ("actor_grad", "dynamics"), ("actor_grad", "mix"),
-        ("replay", "uniform"), ("replay", "prioritize_ends"), ("env", "atari"), ("env", "dmc"), ("env", "gym"),
+        ("replay", "uniform"), ("replay", "prioritize_ends"), ("replay", "episodes"), ("env", "atari"), ("env", "dmc"), ("env", "gym"),
         ("encoder", "multi"), ("decoder", "multi"), ("head", "normal"), ("head", "bernoulli"), ("recipe", "dreamer"),
     ]:
         assert expected in names

@@ -10,8 +10,11 @@ import torch
 from tensordict import TensorDict
 
 import registry
-from components.replay import ReplayConfig, prioritize_ends, uniform
+from components.replay import ReplayConfig, episodes, prioritize_ends, uniform
 from registry import ConfigError
+
+
+SAMPLERS = [uniform, episodes, prioritize_ends]
 
 
 def fill(replay, steps: int, num_envs: int, episode_len: int | tuple = 7) -> None:
@@ -31,7 +34,7 @@ def fill(replay, steps: int, num_envs: int, episode_len: int | tuple = 7) -> Non
         )
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_are_contiguous_within_one_env(make):
     replay = make(ReplayConfig(capacity=200), num_envs=2, length=6, seed=1)
     fill(replay, 60, 2)
@@ -42,7 +45,7 @@ def test_windows_are_contiguous_within_one_env(make):
     assert torch.all(t[:, 0] // 1000 == t[:, -1] // 1000)
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_never_cross_the_circular_seam(make):
     replay = make(ReplayConfig(capacity=20), num_envs=1, length=5, seed=0)
     fill(replay, 47, 1)  # 20 rows kept: steps 27..46
@@ -52,7 +55,7 @@ def test_windows_never_cross_the_circular_seam(make):
     assert len(replay) == 20 and replay.steps == 20
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_never_include_unwritten_slots(make):
     replay = make(ReplayConfig(capacity=3000), num_envs=3, length=5, seed=2)
     fill(replay, 12, 3)  # 12 of 1000 rows written
@@ -93,35 +96,45 @@ def test_uniform_start_distribution_is_flat():
     assert all(abs(c - expected) < tolerance for c in counts.values())
 
 
-def test_prioritize_ends_start_distribution():
-    """Anchors are uniform over [0, steps - length]; those whose window holds an episode end
-    move to the window ending there. So a window ending at an end gets `length` anchors."""
-    length, episode_len, steps, draws = 4, 10, 40, 60_000
+def test_episodes_are_drawn_uniformly_whatever_their_length():
+    """Env 0 stores 20 episodes of 5 steps, env 1 two of 50: each of the 22 is drawn equally often
+    (a step-uniform sampler would give env 0's short episodes half the draws, not 20/22)."""
+    replay = episodes(ReplayConfig(capacity=200), num_envs=2, length=4, seed=5)
+    fill(replay, 100, 2, episode_len=(5, 50))
+    draws = 44_000
+    counts = Counter()
+    for _ in range(draws // 1000):
+        t = replay.sample(1000)["t"][:, 0]
+        env, step = t // 1000, t % 1000
+        counts.update(zip(env.tolist(), torch.where(env == 0, step // 5, step // 50).tolist()))
+    assert len(counts) == 22
+    expected = draws / 22
+    assert all(abs(c - expected) < 5 * math.sqrt(expected) for c in counts.values()), counts
+
+
+def test_prioritize_ends_draws_each_episodes_last_window_length_times_as_often():
+    length, episode_len, steps, draws = 4, 20, 40, 40_000
     counts = _start_counts(prioritize_ends, draws, length, episode_len, steps)
-    anchors = steps - length + 1  # 37 equally likely anchors
-    unit = draws / anchors
-    ends = [e for e in range(steps) if e % episode_len == episode_len - 1]  # 9, 19, 29, 39
-    expected = {}
-    for a in range(anchors):
-        window = range(a, a + length)
-        end = next((e for e in ends if e in window), None)
-        start = max(0, end - length + 1) if end is not None else a
-        expected[start] = expected.get(start, 0) + 1
-    # ends 9, 19, 29 get `length` anchors each; end 39 only the one anchor 36
-    assert expected[6] == expected[16] == expected[26] == length and expected[36] == 1
-    assert set(counts) == set(expected)
-    for start, k in expected.items():
-        mean = k * unit
-        assert abs(counts[start] - mean) < 5 * math.sqrt(mean), (start, counts[start], mean)
-    # the window ending at an episode end is drawn ~length times as often as an interior start
-    interior = [a for a, k in expected.items() if k == 1 and a not in (36,)]
-    per_interior = sum(counts[a] for a in interior) / len(interior)
-    ratio = counts[16] / per_interior
-    sigma = length * math.sqrt(1 / counts[16] + 1 / sum(counts[a] for a in interior))  # relative errors
-    assert abs(ratio - length) < 5 * sigma, (ratio, sigma)
+    last = [episode_len - length, 2 * episode_len - length]  # 16 and 36
+    interior = [a for a in range(steps) if a % episode_len <= episode_len - length - 1]
+    assert set(counts) == set(interior) | set(last)  # windows stay inside their episode
+    unit = draws / (2 * episode_len)  # each episode gets half the draws, spread over 20 draws of u
+    for a in interior:
+        assert abs(counts[a] - unit) < 5 * math.sqrt(unit), (a, counts[a], unit)
+    for a in last:
+        assert abs(counts[a] - length * unit) < 5 * math.sqrt(length * unit), (a, counts[a])
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+def test_episodes_shorter_than_a_window_start_it_and_run_on():
+    replay = episodes(ReplayConfig(capacity=100), num_envs=1, length=10, seed=1)
+    fill(replay, 40, 1, episode_len=3)
+    t = replay.sample(500)["t"]
+    starts = set(t[:, 0].tolist())
+    assert starts <= {0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30} and len(starts) == 11  # only episode starts
+    assert torch.all(t[:, 1:] - t[:, :-1] == 1) and t.max() <= 39  # the last episodes are clamped to fit
+
+
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_same_seed_same_samples(make):
     def build(seed):
         r = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=seed)
@@ -133,7 +146,7 @@ def test_same_seed_same_samples(make):
     assert not torch.equal(a.sample(64)["t"], c.sample(64)["t"])
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_state_round_trip_resumes_the_sample_sequence(make):
     a = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=7)
     b = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=123)
@@ -154,7 +167,7 @@ def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
     assert torch.all(batch["t"][:, 1:] - batch["t"][:, :-1] == 1)
 
 
-@pytest.mark.parametrize("make", [uniform, prioritize_ends])
+@pytest.mark.parametrize("make", SAMPLERS)
 def test_disk_replay_reopens_in_place_from_its_state(tmp_path, make):
     cfg = ReplayConfig(capacity=64, storage="disk")
     replay = make(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=0)
@@ -196,7 +209,7 @@ def test_bad_config_values_name_the_key():
         registry.build("replay", {"name": "uniform", "capacity": 10}, num_envs=4, length=8)
     with pytest.raises(ConfigError, match=r"replay.capacity.*valid keys: capacity, storage"):
         registry.build("replay", {"name": "uniform", "capacity": "big"}, num_envs=1, length=4)
-    with pytest.raises(ConfigError, match="valid replay names: prioritize_ends, uniform"):
+    with pytest.raises(ConfigError, match="valid replay names: episodes, prioritize_ends, uniform"):
         registry.build("replay", {"name": "fifo"}, num_envs=1, length=4)
     with pytest.raises(ConfigError, match="needs a run directory"):
         registry.build("replay", {"name": "uniform", "storage": "disk"}, num_envs=1, length=4, directory=None)
