@@ -8,6 +8,9 @@ Each row builds the real run (Hydra config, envs, replay, Lightning Trainer) wit
 batch x length and horizon as given (default 16 x 50, horizon 15, as the paper),
 warms up, then times ``--updates`` updates through ``Trainer.fit``. Env steps/s
 is measured separately with random actions. Prints a table with the hardware.
+``--profile`` also runs the timed updates under ``torch.profiler`` and prints where
+the time goes: the phases of an update (the ``record_function`` labels of
+``recipes/dreamer.py`` and ``recipes/experience.py``) and the top operators.
 """
 
 from __future__ import annotations
@@ -30,16 +33,26 @@ sys.path.insert(0, str(ROOT))
 from recipes.config import register_schema  # noqa: E402
 
 
-class UpdateTimer(Callback):
-    """Times training steps after ``warmup`` of them."""
+PHASES = ("world_model.forward", "world_model.backward", "world_model.optimizer", "imagine.forward",
+          "actor.backward", "actor.optimizer", "critic.backward", "critic.optimizer", "replay.sample", "collect")
 
-    def __init__(self, warmup: int):
-        self.warmup, self.times, self._start = warmup, [], None
+
+class UpdateTimer(Callback):
+    """Times training steps after ``warmup`` of them (under ``profiler`` when one is given)."""
+
+    def __init__(self, warmup: int, profiler: torch.profiler.profile | None = None):
+        self.warmup, self.times, self._start, self.profiler = warmup, [], None, profiler
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if self.profiler is not None and batch_idx == self.warmup:
+            self.profiler.start()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._start = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        if self.profiler is not None:
+            self.profiler.stop()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if torch.cuda.is_available():
@@ -72,7 +85,13 @@ def measure(args, size: str, run_dir: Path) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     module, experience, trainer = build(cfg)
-    timer = UpdateTimer(args.warmup)
+    profiler = None
+    if args.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities)
+    timer = UpdateTimer(args.warmup, profiler)
     trainer.callbacks.append(timer)
     trainer.fit_loop.epoch_loop.max_steps = 3 * (args.warmup + args.updates)
     if torch.cuda.is_available():
@@ -89,6 +108,8 @@ def measure(args, size: str, run_dir: Path) -> dict:
     envs.close()
     experience.close()
     params = sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6
+    if profiler is not None:
+        print_profile(profiler, size, len(timer.times))
     return {
         "size": size,
         "params_M": params,
@@ -98,6 +119,22 @@ def measure(args, size: str, run_dir: Path) -> dict:
         "host_peak_GB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
         "device_peak_GB": torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else 0.0,
     }
+
+
+def print_profile(profiler: torch.profiler.profile, size: str, updates: int) -> None:
+    """Per-update time of each phase of an update, then the 15 operators with most self time."""
+    events = profiler.key_averages()
+    cuda = torch.cuda.is_available()
+    # Per call: Lightning fetches each batch one step ahead, so the profiled window holds one
+    # replay.sample fewer than updates. Each phase runs once per update (collect once per
+    # agent step, which is once per update here). Host wall time: on CUDA, launch time.
+    phases = {e.key: e.cpu_time_total / 1e6 / e.count for e in events if e.key in PHASES}
+    whole = sum(phases.values())
+    print(f"\n# where the time goes, size {size}: host time per call of each phase ({updates} profiled updates)")
+    for name in PHASES:
+        if name in phases:
+            print(f"{name:<24}{1e3 * phases[name]:>10.2f} ms{100 * phases[name] / whole:>7.1f} %")
+    print(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15))
 
 
 def main() -> None:
@@ -111,6 +148,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--profile", action="store_true", help="print a profiler table of the timed updates")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. env.task=walker_walk")
     args = parser.parse_args()
     register_schema()

@@ -19,6 +19,7 @@ import math
 import lightning as L
 import torch
 from tensordict import TensorDict
+from torch.profiler import record_function
 
 from recipes.behavior import Behavior
 from recipes.checkpoint import NonFiniteLoss
@@ -88,27 +89,31 @@ class Dreamer(L.LightningModule):
             adam(self.behavior.critic.parameters(), self.behavior_cfg.critic_opt),
         ]
 
-    def _step(self, optimizer, loss: torch.Tensor, clip: float) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-        optimizer.step()
+    def _step(self, name: str, optimizer, loss: torch.Tensor, clip: float) -> None:
+        with record_function(f"{name}.backward"):
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+        with record_function(f"{name}.optimizer"):
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+            optimizer.step()
 
     def training_step(self, batch: TensorDict, batch_idx: int):
         model_opt, actor_opt, critic_opt = self.optimizers()
-        model_loss, post, metrics = self.world_model.loss(batch)
+        with record_function("world_model.forward"):
+            model_loss, post, metrics = self.world_model.loss(batch)
         if not self._finite({**metrics, "model/loss": model_loss}, "model/"):
             return
-        self._step(model_opt, model_loss, self.model_cfg.opt.clip)
+        self._step("world_model", model_opt, model_loss, self.model_cfg.opt.clip)
 
-        actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
-            self.world_model, post, batch["is_terminal"], self.updates
-        )
+        with record_function("imagine.forward"):
+            actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
+                self.world_model, post, batch["is_terminal"], self.updates
+            )
         losses = {"behavior/actor_loss": actor_loss, "behavior/critic_loss": critic_loss}
         if not self._finite({**behavior_metrics, **losses}, "behavior/"):
             return
-        self._step(actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
-        self._step(critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
+        self._step("actor", actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
+        self._step("critic", critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
         self.behavior.update_slow_critic(self.updates)
         metrics.update(behavior_metrics)
         self._log(metrics)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from tensordict import TensorDict
+from torch.profiler import record_function
 
 from recipes.config import TrainConfig
 
@@ -159,9 +160,12 @@ class Experience:
         while self.agent_steps < self.steps or self.updates_due():
             if self.updates_due():
                 self.updates += 1
-                yield self.replay.sample(self.cfg.batch)
+                with record_function("replay.sample"):
+                    batch = self.replay.sample(self.cfg.batch)
+                yield batch
             else:
-                self.step(policy)
+                with record_function("collect"):
+                    self.step(policy)
 
     def close(self) -> None:
         """Close the environments."""
