@@ -210,6 +210,30 @@ def test_categorical_sample_is_one_hot_with_straight_through_gradient(unimix):
     torch.testing.assert_close(grad, ref)
 
 
+def test_categorical_sample_frequencies_match_the_distribution():
+    """The Gumbel-max sampler draws each class with its softmax probability (unimix applied)."""
+    torch.manual_seed(2)
+    latent = Categorical(CategoricalConfig(variables=2, classes=4, unimix=0.1))
+    params = torch.tensor([[2.0, 0.0, -1.0, 0.5, -3.0, 1.0, 1.0, 0.0]])
+    n = 40_000
+    freq = latent.sample(params.expand(n, -1)).view(n, 2, 4).mean(0)
+    probs = latent.dist(params).base_dist.probs[0]
+    assert torch.allclose(freq, probs, atol=5 * (0.25 / n) ** 0.5), (freq, probs)
+
+
+def test_unit_normal_log_prob_and_gradient_match_torch():
+    from components.decoders import UnitNormal
+
+    mean = torch.randn(2, 3, 3, 8, 8, requires_grad=True)
+    x = torch.randn(2, 3, 3, 8, 8)
+    ours = UnitNormal(mean, 3).log_prob(x)
+    ref = torch.distributions.Independent(torch.distributions.Normal(mean, 1.0), 3).log_prob(x)
+    torch.testing.assert_close(ours, ref)
+    g1, = torch.autograd.grad(ours.sum(), mean)
+    g2, = torch.autograd.grad(ref.sum(), mean)
+    torch.testing.assert_close(g1, g2)
+
+
 # ---------------------------------------------------------------------------------------------- actor gradients
 
 
