@@ -1,7 +1,7 @@
 """Recurrent state-space model (RSSM) with a swappable stochastic latent kind.
 
     h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}])      deter
-    prior      p(z_t | h_t)                      img_step
+    prior      p(z_t | h_t)                      img_step (observe keeps only its parameters)
     posterior  q(z_t | h_t, e_t)                 obs_step
     features = concat(h_t, z_t)
 
@@ -104,30 +104,36 @@ class RSSM(nn.Module):
         """concat(deter, stoch): the input of every head."""
         return torch.cat([state["deter"], state["stoch"]], -1)
 
-    def img_step(self, state: State, action: torch.Tensor) -> State:
-        """One step of the prior: advance h with the previous (z, a) and sample z from p(z | h)."""
+    def _advance(self, state: State, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h_t from (h_{t-1}, z_{t-1}, a_{t-1}) and the prior's parameters at h_t."""
         x = self.img_in(torch.cat([state["stoch"], action.to(state["stoch"].dtype)], -1))
         deter = self.cell(x, state["deter"])
-        params = self.img_out(deter)
+        return deter, self.img_out(deter)
+
+    def img_step(self, state: State, action: torch.Tensor) -> State:
+        """One step of the prior: advance h with the previous (z, a) and sample z from p(z | h)."""
+        deter, params = self._advance(state, action)
         return {"deter": deter, "stoch": self.latent.sample(params), "params": params}
 
     def obs_step(self, state: State, action: torch.Tensor, embed: torch.Tensor, is_first: torch.Tensor):
-        """One filtering step: reset at ``is_first``, advance the prior, then the posterior q(z | h, e)."""
+        """One filtering step: reset at ``is_first``, advance h, then sample the posterior q(z | h, e).
+
+        Returns the posterior state and the prior's parameters at the same h (the KL needs
+        only those, so no prior sample is drawn).
+        """
         keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)
         state = {k: v * keep for k, v in state.items()}
-        prior = self.img_step(state, action * keep)
-        params = self.obs_out(torch.cat([prior["deter"], embed], -1))
-        post = {"deter": prior["deter"], "stoch": self.latent.sample(params), "params": params}
-        return post, prior
+        deter, prior_params = self._advance(state, action * keep)
+        params = self.obs_out(torch.cat([deter, embed], -1))
+        return {"deter": deter, "stoch": self.latent.sample(params), "params": params}, prior_params
 
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor, state: State | None = None):
-        """Filter a batch of sequences ``[B, T]``; returns posterior and prior states stacked as ``[B, T, ...]``."""
+        """Filter a batch of sequences ``[B, T]``: posterior states ``[B, T, ...]`` and prior parameters ``[B, T, P]``."""
         if state is None:
             state = self.initial(embed.shape[0], embed.device, embed.dtype)
-        posts, priors = [], []
+        posts, prior_params = [], []
         for t in range(embed.shape[1]):
             state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
             posts.append(state)
-            priors.append(prior)
-        stack = lambda states: {k: torch.stack([s[k] for s in states], 1) for k in states[0]}  # noqa: E731
-        return stack(posts), stack(priors)
+            prior_params.append(prior)
+        return {k: torch.stack([s[k] for s in posts], 1) for k in posts[0]}, torch.stack(prior_params, 1)

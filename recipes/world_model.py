@@ -52,7 +52,7 @@ class WorldModel(nn.Module):
     def loss(self, batch) -> tuple[torch.Tensor, dict, dict]:
         """World-model loss on a ``[B, T]`` batch; returns (loss, posterior states, metrics)."""
         embed = self.encoder(batch)
-        post, prior = self.rssm.observe(embed, batch["action"], batch["is_first"])
+        post, prior_params = self.rssm.observe(embed, batch["action"], batch["is_first"])
         feat = self.rssm.features(post)
         inputs = {h: feat if h in self.cfg.grad_heads else feat.detach() for h in self.heads}
         nll = {"decoder": sum(v.mean() for v in self.decoder.loss(self.decoder(inputs["decoder"]), batch).values())}
@@ -61,7 +61,7 @@ class WorldModel(nn.Module):
         if self.discount_head is not None:
             target = self.discount * (1.0 - batch["is_terminal"].float())
             nll["discount"] = -self.discount_head(inputs["discount"]).log_prob(target).mean()
-        kl_loss, kl_metrics = self.kl(self.latent, post["params"], prior["params"])
+        kl_loss, kl_metrics = self.kl(self.latent, post["params"], prior_params)
         loss = kl_loss + sum(self.cfg.loss_scales.get(k, 1.0) * v for k, v in nll.items())
         metrics = {f"model/{k}_loss": v.detach() for k, v in nll.items()}
         metrics.update({f"model/{k}": v for k, v in kl_metrics.items()})

@@ -61,10 +61,12 @@ def test_conv_decoder_rejects_sizes_its_kernels_cannot_make():
 def test_rssm_observe_shapes(latent):
     rssm = RSSM(RSSMConfig(deter=16, hidden=8), latent, action_dim=2, embed_dim=7)
     b, t = 3, 5
-    post, prior = rssm.observe(torch.randn(b, t, 7), torch.randn(b, t, 2), torch.zeros(b, t, dtype=torch.bool))
-    for state in (post, prior):
-        assert state["deter"].shape == (b, t, 16)
-        assert state["stoch"].shape == (b, t, latent.size)
-        assert state["params"].shape == (b, t, latent.params_dim)
+    embed, action = torch.randn(b, t, 7), torch.randn(b, t, 2)
+    post, prior_params = rssm.observe(embed, action, torch.zeros(b, t, dtype=torch.bool))
+    assert post["deter"].shape == (b, t, 16)
+    assert post["stoch"].shape == (b, t, latent.size)
+    assert post["params"].shape == prior_params.shape == (b, t, latent.params_dim)
     assert rssm.features(post).shape == (b, t, 16 + latent.size)
-    torch.testing.assert_close(post["deter"], prior["deter"])  # same h_t, different z_t
+    # the prior's parameters come from the same h_t as the posterior: img_out of each deter
+    torch.testing.assert_close(prior_params, rssm.img_out(post["deter"]))
+
