@@ -40,14 +40,18 @@ class Categorical:
         self.variables, self.classes, self.unimix = cfg.variables, cfg.classes, cfg.unimix
         self.params_dim = self.size = cfg.variables * cfg.classes
 
-    def _logits(self, params: torch.Tensor) -> torch.Tensor:
-        logits = params.reshape(*params.shape[:-1], self.variables, self.classes).float()
+    def _split(self, params: torch.Tensor) -> torch.Tensor:
+        return params.reshape(*params.shape[:-1], self.variables, self.classes)
+
+    def _log_probs(self, params: torch.Tensor) -> torch.Tensor:
+        """Normalised log-probabilities ``[..., variables, classes]``, with the uniform mixed in."""
+        logits = self._split(params).float()
         if self.unimix > 0:
-            logits = ((1 - self.unimix) * logits.softmax(-1) + self.unimix / self.classes).log()
-        return logits
+            return ((1 - self.unimix) * logits.softmax(-1) + self.unimix / self.classes).log()
+        return logits.log_softmax(-1)
 
     def dist(self, params: torch.Tensor) -> D.Independent:
-        return D.Independent(D.OneHotCategoricalStraightThrough(logits=self._logits(params)), 1)
+        return D.Independent(D.OneHotCategoricalStraightThrough(logits=self._log_probs(params)), 1)
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         """One-hot sample + probs - stop_grad(probs): the straight-through estimator.
@@ -55,15 +59,15 @@ class Categorical:
         Drawn by Gumbel-max (argmax of logits + Gumbel noise), the same distribution as
         ``dist(params).rsample()`` at a quarter of the cost of torch's multinomial on CPU.
         """
-        logits = self._logits(params)
-        gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_(min=1e-20)))
-        probs = logits.softmax(-1)
-        one_hot = F.one_hot((logits.detach() + gumbel).argmax(-1), self.classes).to(probs.dtype)
+        log_probs = self._log_probs(params)
+        gumbel = -torch.log(-torch.log(torch.rand_like(log_probs).clamp_(min=1e-20)))
+        probs = log_probs.exp()
+        one_hot = F.one_hot((log_probs.detach() + gumbel).argmax(-1), self.classes).to(probs.dtype)
         return (one_hot + (probs - probs.detach())).flatten(-2).to(params.dtype)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        logits = params.reshape(*params.shape[:-1], self.variables, self.classes)
-        return F.one_hot(logits.argmax(-1), self.classes).flatten(-2).to(params.dtype)
+        """The most likely class of each variable (mixing in a uniform never changes it)."""
+        return F.one_hot(self._split(params).argmax(-1), self.classes).flatten(-2).to(params.dtype)
 
     def kl(self, post: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         return D.kl_divergence(self.dist(post), self.dist(prior))
