@@ -86,7 +86,7 @@ class ConvDecoder(_Decoder):
                     layers.append(nn.GroupNorm(1, out_ch))
                 layers.append(activation(cfg.act))
             in_ch = out_ch
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # as the ConvEncoder's
         with torch.no_grad():
             out_shape = self.net(torch.zeros(1, 32 * cfg.depth, 1, 1)).shape[-2:]
         if tuple(out_shape) != tuple(shape[1:]):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from components.decoders import MultiDecoder, MultiDecoderConfig, ConvDecoder, ConvDecoderConfig
-from components.encoders import ConvEncoderConfig, MLPEncoder, MultiEncoder, MultiEncoderConfig
+from components.encoders import ConvEncoder, ConvEncoderConfig, MLPEncoder, MultiEncoder, MultiEncoderConfig
 from components.nets import MLPConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
 from components.rssm import RSSM, RSSMConfig
@@ -70,3 +70,28 @@ def test_rssm_observe_shapes(latent):
     # the prior's parameters come from the same h_t as the posterior: img_out of each deter
     torch.testing.assert_close(prior_params, rssm.img_out(post["deter"]))
 
+
+def test_channels_last_convs_match_the_contiguous_layout():
+    """The conv nets keep NHWC weights for speed; outputs and gradients equal those of NCHW weights."""
+    space = {"image": (3, 64, 64)}
+    torch.manual_seed(0)
+    nets = [ConvEncoder(ConvEncoderConfig(depth=4), space), ConvDecoder(ConvDecoderConfig(depth=4), 10, space)]
+    kernels = [p for net in nets for p in net.parameters() if p.dim() == 4]
+    assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
+    obs = {"image": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)}
+    features = torch.randn(2, 3, 10)
+
+    def run(encoder, decoder):
+        loss = encoder(obs).square().sum() + decoder.loss(decoder(features), obs)["image"].sum()
+        loss.backward()
+        return loss, [p.grad for p in (*encoder.parameters(), *decoder.parameters())]
+
+    loss, grads = run(*nets)
+    for net in nets:
+        net.zero_grad()
+        net.net.to(memory_format=torch.contiguous_format)
+    assert not any(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
+    ref_loss, ref_grads = run(*nets)
+    torch.testing.assert_close(loss, ref_loss)
+    for grad, ref in zip(grads, ref_grads):
+        torch.testing.assert_close(grad, ref, rtol=1e-4, atol=1e-5)
