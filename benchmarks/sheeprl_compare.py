@@ -3,12 +3,14 @@
     python benchmarks/sheeprl_compare.py --size dmc --updates 5           # the paper's DMC sizes
     python benchmarks/sheeprl_compare.py --size small --updates 5
     python benchmarks/sheeprl_compare.py --size small --precision bf16-mixed
+    python benchmarks/sheeprl_compare.py --size dmc --precision bf16-mixed --sheeprl-precision 32-true
     OMP_NUM_THREADS=1 python benchmarks/sheeprl_compare.py --size tiny --updates 2 --warmup 1   # smoke check
 
 Both sides train DreamerV2 on DMC cartpole_balance from 64x64 RGB pixels (camera 0, action
 repeat 2, 1000 env steps per episode), batch 16 x 50, imagination horizon 15, on the CPU, with
 ``--threads`` torch threads (default: ``$OMP_NUM_THREADS``, else the usable cores), fp32 or
-``--precision bf16-mixed``. Each side fills its replay with 50 random agent steps, then does one update per
+``--precision bf16-mixed`` (SheepRL too, unless ``--sheeprl-precision`` says otherwise: each at its
+fastest setting, or dreamerkit's bf16 beside SheepRL's default fp32). Each side fills its replay with 50 random agent steps, then does one update per
 agent step; ``--warmup`` updates are run untimed, then ``--updates`` are timed. One update is the
 world model, actor and critic losses, backward passes and optimizer steps.
 
@@ -115,7 +117,7 @@ def sheeprl_overrides(size: dict, args: argparse.Namespace, run_dir: Path) -> li
         "buffer.size=20000", "buffer.memmap=False", "buffer.checkpoint=False",
         "checkpoint.every=0", "checkpoint.save_last=False", "model_manager.disabled=True",
         "metric.log_every=1000000000", "fabric.accelerator=cpu", "fabric.devices=1",
-        f"fabric.precision={args.precision}", f"num_threads={args.threads}", "float32_matmul_precision=highest",
+        f"fabric.precision={args.sheeprl_precision}", f"num_threads={args.threads}", "float32_matmul_precision=highest",
         "seed=0", "run_name=bench", f"log_root={run_dir / 'logs'}", f"hydra.run.dir={run_dir / 'hydra'}",
     ]
 
@@ -195,6 +197,8 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5, help="timed updates on each side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates before them")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--sheeprl-precision", choices=["32-true", "bf16-mixed"],
+                        help="SheepRL's precision when it differs from dreamerkit's (default: --precision)")
     threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
     parser.add_argument("--threads", type=int, default=threads,
                         help="torch threads on both sides (default: $OMP_NUM_THREADS, else the usable cores)")
@@ -203,6 +207,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return sheeprl_worker(json.loads(args.worker))
+    args.sheeprl_precision = args.sheeprl_precision or args.precision
 
     sys.path.insert(0, str(ROOT))
     from components.envs.dmc import select_gl_backend
@@ -220,14 +225,15 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     theirs = rows[0][1]
     print(f"# DreamerV2, DMC cartpole_balance 64x64 RGB, batch {BATCH} x {LENGTH}, horizon {HORIZON}, "
-          f"{args.updates} timed updates after {args.warmup} warm-up, precision {args.precision}")
+          f"{args.updates} timed updates after {args.warmup} warm-up, "
+          f"precision: SheepRL {args.sheeprl_precision}, dreamerkit {args.precision}")
     print(f"# hardware: {rows[0][2]['hardware']}")
     print(f"# dreamerkit {commit.strip() or '?'}; SheepRL {theirs['sheeprl']} in {args.venv} "
           f"(torch {theirs['torch']}, lightning {theirs['lightning']}, {theirs['threads']} threads)")
-    print(f"{'size':<7}{'precision':>11}{'sheeprl params(M)':>19}{'dreamerkit params(M)':>22}"
+    print(f"{'size':<7}{'sheeprl prec':>13}{'dreamerkit prec':>16}{'sheeprl params(M)':>19}{'dreamerkit params(M)':>22}"
           f"{'sheeprl updates/s':>19}{'dreamerkit updates/s':>22}{'dreamerkit/sheeprl':>20}")
     for size, theirs, ours in rows:
-        print(f"{size:<7}{args.precision:>11}{theirs['params_M']:>19.2f}{ours['params_M']:>22.2f}"
+        print(f"{size:<7}{args.sheeprl_precision:>13}{args.precision:>16}{theirs['params_M']:>19.2f}{ours['params_M']:>22.2f}"
               f"{theirs['updates_s']:>19.3f}{ours['updates_s']:>22.3f}{ours['updates_s'] / theirs['updates_s']:>20.2f}")
 
 

@@ -21,3 +21,21 @@ def test_throughput_profile_prints_the_phases_of_an_update():
                            "replay.sample", "collect"}, out.stdout
     assert phases["world_model.forward"] > 0 and phases["imagine.forward"] > 0, out.stdout
     assert re.search(r"^tiny\s+[0-9.]+\s+[0-9.]+", out.stdout, re.M), out.stdout  # the throughput row
+
+
+def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(tmp_path):
+    """The SheepRL side gets the same sizes and schedule, and its own precision when one is given."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import sheeprl_compare
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    size = {"deter": 200, "hidden": 150, "stoch": 32, "classes": 16, "cnn_depth": 48, "mlp_layers": 4, "mlp_units": 400}
+    args = type("Args", (), {"warmup": 2, "updates": 5, "threads": 2, "sheeprl_precision": "32-true"})()
+    overrides = sheeprl_compare.sheeprl_overrides(size, args, tmp_path)
+    for expected in ("algo.world_model.recurrent_model.recurrent_state_size=200",
+                     "algo.world_model.transition_model.hidden_size=150", "algo.world_model.discrete_size=16",
+                     "algo.world_model.encoder.cnn_channels_multiplier=48", "algo.mlp_layers=4",
+                     "algo.dense_units=400", "fabric.precision=32-true", "num_threads=2",
+                     f"algo.total_steps={sheeprl_compare.PREFILL + 2 + 5 - 1}"):
+        assert expected in overrides
