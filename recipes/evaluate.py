@@ -39,12 +39,25 @@ def run_episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float
         module._agent_state = saved
 
 
+def frame(env, obs: dict) -> np.ndarray | None:
+    """What the agent's episode looks like now, HWC uint8: its image observation, else the env's render.
+
+    None when there is neither (an env without ``render_mode="rgb_array"``).
+    """
+    if "image" in obs:
+        image = np.moveaxis(obs["image"], 0, -1)
+        return image.squeeze(-1) if image.shape[-1] == 1 else image
+    if env.render_mode == "rgb_array":
+        return np.asarray(env.render())
+    return None
+
+
 def _episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, int, list]:
     obs, _ = env.reset(seed=seed)
     total, length, frames = 0.0, 0, []
     while True:
-        if record and "image" in obs:
-            frames.append(np.moveaxis(obs["image"], 0, -1).squeeze(-1) if obs["image"].shape[0] == 1 else np.moveaxis(obs["image"], 0, -1))
+        if record and (image := frame(env, obs)) is not None:
+            frames.append(image)
         td = TensorDict({k: torch.as_tensor(np.asarray(v))[None] for k, v in obs.items()}, batch_size=[1])
         action = module.policy(td, mode=mode)[0].cpu()
         env_action = int(action.argmax()) if module.env_info.discrete else action.numpy()

@@ -133,6 +133,21 @@ def test_dmc_proprio_keys_and_unit_actions():
     assert quad.unwrapped.camera == 2 and cup.unwrapped.camera == 0
 
 
+@pytest.mark.parametrize("cfg, shape", [
+    ({"name": "atari", "task": "pong"}, (64, 64)),                                          # the image observation
+    ({"name": "gym", "task": "CartPole-v1"}, (400, 600, 3)),                                 # a vector env's render
+    ({"name": "dmc", "task": "cartpole_balance", "pixels": False, "proprio": True}, (64, 64, 3)),
+], ids=["atari", "gym-vector", "dmc-proprio"])
+def test_evaluation_videos_have_frames_for_image_and_vector_envs(cfg, shape):
+    from recipes.evaluate import frame
+
+    env = make(cfg)
+    obs, _ = env.reset(seed=0)
+    image = frame(env, obs)
+    assert image.shape == shape and image.dtype == np.uint8 and image.std() > 0  # a picture, not a blank
+    env.close()
+
+
 def test_gl_backend_selection_sets_a_working_backend():
     code = "from components.envs.dmc import select_gl_backend; import os; b = select_gl_backend(); print(b, os.environ['MUJOCO_GL'])"
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}

@@ -89,7 +89,7 @@ def split_task(task: str) -> tuple[str, str]:
 class DMC(gym.Env):
     """A dm_control suite task: renders as ``image`` (CHW), proprio vectors by name, native action bounds."""
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, cfg: DMCConfig, seed: int):
         from dm_control import suite
@@ -102,6 +102,8 @@ class DMC(gym.Env):
         if self.camera >= self.dmc.physics.model.ncam:
             raise ConfigError(f"env.camera: {cfg.task} has cameras 0..{self.dmc.physics.model.ncam - 1}, got {cfg.camera}")
         self._fast_render()
+        # render() (evaluation videos of proprio-only tasks) needs the GL backend make() looked for
+        self.render_mode = "rgb_array" if os.environ.get("MUJOCO_GL") else None
         spec = self.dmc.action_spec()
         self._low, self._high = spec.minimum.astype(np.float32), spec.maximum.astype(np.float32)
         self.action_space = gym.spaces.Box(self._low, self._high, spec.shape, np.float32)
@@ -121,11 +123,14 @@ class DMC(gym.Env):
         model.light_castshadow[:] = 0
         model.mat_reflectance[:] = 0
 
+    def render(self) -> np.ndarray:
+        """The task's camera view, ``size`` x ``size`` RGB (HWC uint8)."""
+        return self.dmc.physics.render(self.cfg.size, self.cfg.size, camera_id=self.camera)
+
     def _obs(self, time_step) -> dict:
         obs = {}
         if self.cfg.pixels:
-            frame = self.dmc.physics.render(self.cfg.size, self.cfg.size, camera_id=self.camera)
-            obs["image"] = np.ascontiguousarray(frame.transpose(2, 0, 1))
+            obs["image"] = np.ascontiguousarray(self.render().transpose(2, 0, 1))
         if self.cfg.proprio:
             for key, value in time_step.observation.items():
                 obs[key] = np.asarray(value, np.float32).reshape(-1)

@@ -79,7 +79,7 @@ def make(cfg: GymConfig, seed: int = 0) -> gym.Env:
     check_positive("env", action_repeat=cfg.action_repeat, size=cfg.size)
     if cfg.task not in gym.registry:
         raise unknown("env.task", "gymnasium id", cfg.task, gym.registry.keys())
-    env = gym.make(cfg.task, render_mode="rgb_array" if cfg.pixels else None)
+    env = gym.make(cfg.task, render_mode="rgb_array")  # renders only when asked: pixels, evaluation videos
     space = env.action_space
     if isinstance(space, gym.spaces.Box):
         if len(space.shape) != 1 or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
