@@ -54,12 +54,13 @@ class Behavior(nn.Module):
         self.critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_grad = build("actor_grad", actor_grad_cfg)
+        self.action_dim = action_dim
 
     def imagine(self, world_model, start: dict) -> dict:
         """Roll the prior forward ``horizon`` steps from ``start`` with actions from the actor."""
         rssm = world_model.rssm
         feat = rssm.features(start)
-        seq = {"feat": [feat], "action": [torch.zeros_like(self.actor(feat.detach()).mean)]}
+        seq = {"feat": [feat], "action": [feat.new_zeros(feat.shape[0], self.action_dim)]}  # no action leads to z0
         state = start
         for _ in range(self.cfg.horizon):
             action = self.actor(seq["feat"][-1].detach()).rsample()
