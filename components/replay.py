@@ -117,20 +117,67 @@ class EpisodeSampler(UniformSampler):
     fits inside its episode; with ``prioritize_ends`` the start is drawn over the whole episode
     and clamped, so the window ending at the episode's end gets ``length`` of the draws. An
     episode shorter than a window starts it and the window runs on into the next episodes.
+
+    The episode starts are indexed as they are written: TorchRL calls ``add`` with each written
+    row, and a sample reads only the flags of the rows written since the last one (a full scan
+    of every stored flag took 1-3 ms at 1M steps). A new, emptied or resumed sampler scans once.
     """
 
     def __init__(self, length: int, num_envs: int, seed: int = 0, prioritize_ends: bool = False):
         super().__init__(length, num_envs, seed)
         self.prioritize_ends = prioritize_ends
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop the index: the next sample rebuilds it from every stored flag."""
+        self._begin = self._env = None  # episode starts on the writing clock, ordered by env then time
+        self._written = 0  # steps written on that clock
+        self._pending: list[int] = []  # rows written since the last sample
+
+    def add(self, index: int) -> None:
+        """(TorchRL, after each write) note the row; its flags are read at the next sample."""
+        if self._begin is not None:
+            self._pending.append(int(index))
+
+    def _empty(self) -> None:
+        self._forget()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the saved random sequence; the index is rebuilt from the storage."""
+        super().load_state_dict(state_dict)
+        self._forget()
+
+    def episodes(self, storage, steps: int, oldest: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(begin, end, env)`` of every stored episode, in steps from the oldest row, by env then time."""
+        flags = storage._storage.get("is_first")  # [rows, num_envs]
+        if self._begin is None or len(self._pending) >= steps:  # scan every flag: two slices, not a gather
+            first = torch.cat([flags[oldest:steps], flags[:oldest]]).reshape(steps, self.num_envs).bool()
+            first[0] = True  # cat copied the flags: the storage is not written
+            self._env, self._begin = first.t().nonzero(as_tuple=True)
+            self._written = steps
+        elif self._pending:
+            rows = torch.tensor(self._pending)
+            step, env = flags[rows].reshape(len(rows), self.num_envs).bool().nonzero(as_tuple=True)
+            if len(step):  # new episodes: append, then a stable sort by env keeps each env's time order
+                env, order = torch.cat([self._env, env]).sort(stable=True)
+                self._begin, self._env = torch.cat([self._begin, self._written + step])[order], env
+            self._written += len(rows)
+        self._pending.clear()
+        base = self._written - steps  # the oldest stored row on the writing clock
+        end = self._ends()
+        keep = end > base  # drop the episodes the circular writer has overwritten whole
+        if not keep.all():
+            self._begin, self._env, end = self._begin[keep], self._env[keep], end[keep]
+        return (self._begin - base).clamp(min=0), end - base, self._env
+
+    def _ends(self) -> torch.Tensor:
+        """Where each indexed episode ends: the next start of its env, or the newest row."""
+        same_env = torch.cat([self._env[1:] == self._env[:-1], torch.tensor([False])])
+        return torch.where(same_env, torch.cat([self._begin[1:], self._begin[-1:]]), self._written)
 
     def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Episode starts and ends of every env, one episode per window, a start inside it."""
-        flags = storage._storage.get("is_first")  # [rows, num_envs]: two slices, not a gather
-        first = torch.cat([flags[oldest:steps], flags[:oldest]]).reshape(steps, self.num_envs).bool()
-        first[0] = True  # cat copied the flags: the storage is not written
-        env, begin = first.t().nonzero(as_tuple=True)  # ordered by env, then time
-        same_env = torch.cat([env[1:] == env[:-1], torch.tensor([False])])
-        end = torch.where(same_env, torch.cat([begin[1:], begin[-1:]]), steps)
+        """One episode per window, uniformly over the stored episodes, and a start inside it."""
+        begin, end, env = self.episodes(storage, steps, oldest)
         pick = torch.randint(len(begin), (batch_size,), generator=self.generator)
         begin, size, env = begin[pick], end[pick] - begin[pick], env[pick]
         room = (size - self.length).clamp(min=0)  # last start that keeps the window in the episode

@@ -10,7 +10,7 @@ import torch
 from tensordict import TensorDict
 
 import registry
-from components.replay import ReplayConfig, episodes, prioritize_ends, uniform
+from components.replay import EpisodeSampler, ReplayConfig, episodes, prioritize_ends, stream, uniform
 from registry import ConfigError
 
 
@@ -255,3 +255,28 @@ def test_disk_replay_keeps_host_memory_flat(tmp_path):
         replay.add(step)
     assert replay.steps == 501 and len(replay) == 501 * envs
     assert _anon_rss_mb() - before < 40
+
+
+def test_episode_index_kept_while_writing_equals_a_full_scan():
+    """The episode starts indexed write by write (and across the circular overwrite) are those a
+    scan of every stored flag finds; so are they after many writes between two samples."""
+    replay = episodes(ReplayConfig(capacity=3 * 40), num_envs=3, length=4, seed=0)
+    sampler, storage = replay.buffer.sampler, replay.buffer.storage
+    rng = torch.Generator().manual_seed(0)
+    left = [0, 0, 0]  # steps left in each env's current episode
+    paths = Counter()
+    for _ in range(60):
+        for _ in range(int(torch.randint(1, 50, (1,), generator=rng))):  # sometimes more than the 40 rows kept
+            first = [n == 0 for n in left]
+            left = [int(torch.randint(1, 15, (1,), generator=rng)) if f else n - 1 for f, n in zip(first, left)]
+            replay.add(TensorDict({"is_first": torch.tensor(first), "reward": torch.zeros(3)}, batch_size=[3]))
+        if replay.steps < 4:
+            continue
+        paths["index" if sampler._begin is not None and len(sampler._pending) < replay.steps else "scan"] += 1
+        replay.sample(8)
+        kept = sampler.episodes(storage, *stream(storage))
+        fresh = EpisodeSampler(4, 3).episodes(storage, *stream(storage))
+        for got, want in zip(kept, fresh):
+            assert torch.equal(got, want)
+    assert storage._last_cursor_index < replay.steps - 1  # the writer has wrapped around
+    assert paths["index"] > 20 and paths["scan"] > 1  # both ways of keeping the index were taken
