@@ -5,7 +5,9 @@
   ``CheckpointError`` naming the file and keeps the previous one.
 - ``Checkpointer`` (a Lightning callback) saves ``step_<agent steps>.ckpt`` every
   ``every_steps`` agent steps or ``every_minutes`` of wall time, on SIGINT/SIGTERM and at the
-  end, points ``last.ckpt`` at the newest one and keeps the newest ``keep``.
+  end, points ``last.ckpt`` at the newest one and keeps the newest ``keep``. A SIGTERM
+  during training is saved at the end of the update and stops the run cleanly on every rank
+  (its own handler only notes the signal; rank 0's decides), so data-parallel runs save it too.
   (Lightning's ModelCheckpoint counts optimizer steps and cannot combine a step and a
   time trigger, hence this small callback.) In a data-parallel run rank 0 decides when
   to save, every rank contributes its state, and rank 0 writes the file.
@@ -17,6 +19,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -74,18 +78,38 @@ class Checkpointer(Callback):
         self.directory = Path(directory)
         self.every_steps, self.every_seconds, self.keep = every_steps, every_minutes * 60, keep
         self._last_steps, self._last_time = 0, time.time()
+        self._sigterm, self._handler = False, None
 
     def on_train_start(self, trainer, pl_module):
         self._last_steps, self._last_time = pl_module.experience.global_steps, time.time()
+        self._sigterm = False
+        if threading.current_thread() is threading.main_thread():  # (replaces Lightning's handler meanwhile)
+            self._handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        """Only note it: the loop saves and stops at the end of the update, on every rank at once."""
+        self._sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         steps = pl_module.experience.global_steps
         due = steps - self._last_steps >= self.every_steps or time.time() - self._last_time >= self.every_seconds
-        if trainer.strategy.broadcast(due):  # wall clocks differ between ranks: rank 0 decides
+        # Wall clocks and signals differ between ranks: rank 0 decides for all, so that a SIGTERM
+        # (a cluster's preemption, ``kill``) saves every rank's state in a data-parallel run too.
+        due, stop = trainer.strategy.broadcast((due, self._sigterm))
+        if due or stop:
             self.save(trainer, pl_module)
+        if stop:
+            log.warning("SIGTERM: saved a checkpoint at %d agent steps, stopping", steps)
+            trainer.should_stop = True
 
     def on_train_end(self, trainer, pl_module):
-        self.save(trainer, pl_module)
+        if self._last_steps != pl_module.experience.global_steps:  # not saved at this step yet (SIGTERM)
+            self.save(trainer, pl_module)
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._handler is not None:
+            signal.signal(signal.SIGTERM, self._handler)
+            self._handler = None
 
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, (NonFiniteLoss, CheckpointError, ConfigError)):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,31 @@ def test_resume_with_the_same_world_size_continues_every_shard(ddp_run):
 def test_resuming_with_another_world_size_is_refused(ddp_run):
     with pytest.raises(ConfigError, match=r"written by 2 rank\(s\).*train.devices x train.num_nodes = 2"):
         train(OmegaConf.create({"resume": str(ddp_run)}), overrides=["train.devices=1", "train.steps=200"])
+
+
+def test_sigterm_saves_every_rank_and_stops_the_run(tmp_path):
+    """A cluster's preemption: SIGTERM to the launching rank saves a checkpoint holding both ranks,
+    then every rank stops cleanly (no hang, no lost shard)."""
+    run_dir = tmp_path / "run"
+    overrides = [o for o in OVERRIDES if not o.startswith("train.steps")]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *overrides,
+                             "train.steps=1000000", "train.keep_checkpoints=100"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list((run_dir / "checkpoints").glob("step_*.ckpt")):  # the first periodic save
+            assert proc.poll() is None and time.time() < deadline, "the DDP run made no checkpoint"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the rank processes too
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM: saved a checkpoint" in err
+    ranks = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["ranks"]
+    steps = [r["experience"]["agent_steps"] for r in ranks]
+    assert len(ranks) == 2 and steps[0] == steps[1] > 32, steps  # beyond the prefill: it trained
+    rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)  # the worker finished its fit normally
+    assert rank0["agent_steps"] == steps[0]
