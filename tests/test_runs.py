@@ -225,6 +225,8 @@ def test_a_signal_saves_a_checkpoint(tmp_path, sig):
         [sys.executable, "run.py", *SMOKE, "train.steps=100000", "train.checkpoint_every=100000",
          f"hydra.run.dir={run_dir}"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        # a suite started in the background inherits an ignored SIGINT, which Python then keeps
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 120
     while (not (run_dir / "csv" / "metrics.csv").exists() or len(metrics(run_dir)) < 20) and time.time() < deadline:
