@@ -78,8 +78,8 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     """``evaluate=<run dir>``: episodes, ``policy`` mode or sample, GIFs, checkpoint; during training:
-    ``during_episodes`` episodes every ``every`` agent steps, open-loop videos every ``video_every``
-    updates (0 = off)."""
+    ``during_episodes`` episodes every ``every`` agent steps (GIFs of the first ``during_videos``),
+    open-loop videos every ``video_every`` updates (0 = off)."""
 
     episodes: int = 10
     policy: str = "mode"
@@ -87,6 +87,7 @@ class EvalConfig:
     checkpoint: str = "last.ckpt"
     every: int = 0
     during_episodes: int = 5
+    during_videos: int = 0
     video_every: int = 0
 
 

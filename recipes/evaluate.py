@@ -111,11 +111,12 @@ class PeriodicEval(Callback):
     on a separate env.
 
     Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
-    frames, agent_steps, updates, eval_return, train_return, wall_s.
+    frames, agent_steps, updates, eval_return, train_return, wall_s. The first ``videos``
+    episodes are written as ``eval/episode_<frames>_<i>.gif``.
     """
 
-    def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int):
-        self.env_cfg, self.every, self.episodes, self.seed = env_cfg, every, episodes, seed
+    def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0):
+        self.env_cfg, self.every, self.episodes, self.seed, self.videos = env_cfg, every, episodes, seed, videos
         self.path = Path(run_dir) / "eval" / "learning.csv"
         self._next, self._env, self._start = every, None, time.time()
 
@@ -136,7 +137,12 @@ class PeriodicEval(Callback):
             self._env = registry.build("env", self.env_cfg, path="env", seed=self.seed + 20_000)
         was_training = pl_module.training
         pl_module.eval()
-        returns = [run_episode(pl_module, self._env, self.seed + 20_000 + i, True, False)[0] for i in range(self.episodes)]
+        returns = []
+        for i in range(self.episodes):
+            ret, _, frames = run_episode(pl_module, self._env, self.seed + 20_000 + i, True, i < self.videos)
+            returns.append(ret)
+            if frames:
+                imageio.mimsave(self.path.parent / f"episode_{exp.frames:012d}_{i}.gif", frames, duration=1 / 30)
         pl_module.train(was_training)
         mean = float(np.mean(returns))
         with open(self.path, "a") as f:

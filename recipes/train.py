@@ -63,6 +63,7 @@ RANGES = [
     ("eval.episodes", lambda v: v >= 1, ">= 1"),
     ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
     ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
+    ("eval.during_videos", lambda v: v >= 0, ">= 0 (0 = no GIFs)"),
     ("eval.video_every", lambda v: v >= 0, ">= 0 (0 = no videos)"),
 ]
 POSITIVE_SIZES = ("cnn_depth", "mlp_units", "deter", "hidden", "stoch", "classes")
@@ -161,7 +162,8 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
     t = run.train
     callbacks = [ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)]
     if run.eval.every > 0:
-        callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed))
+        callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed,
+                                      run.eval.during_videos))
     if run.eval.video_every > 0:
         callbacks.append(VideoPredictions(run.eval.video_every, run_dir))
     # Each backward pass (model, actor, critic) reaches only its own parameters.

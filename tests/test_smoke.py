@@ -117,16 +117,21 @@ def test_multirun_sweep_and_its_summary(tmp_path, launcher):
 
 
 def test_periodic_eval_and_open_loop_videos(make_cfg):
+    import imageio.v2 as imageio
+
     cfg = make_cfg("recipe=dreamerv2_atari", "debug=smoke", "logger=tensorboard", "env.time_limit=200",
-                   "eval.every=60", "eval.during_episodes=1", "eval.video_every=40")
+                   "eval.every=60", "eval.during_episodes=2", "eval.during_videos=1", "eval.video_every=40")
     train(cfg)
     run_dir = Path(cfg.run_dir)
     rows = (run_dir / "eval" / "learning.csv").read_text().splitlines()
     assert rows[0] == "frames,agent_steps,updates,eval_return,train_return,wall_s" and len(rows) == 3  # at 60, 120
+    # a GIF of the first of the 2 episodes at each evaluation, named by frames (agent steps x repeat 4)
+    episode_gifs = sorted(p.name for p in (run_dir / "eval").glob("episode_*.gif"))
+    assert episode_gifs == ["episode_000000000240_0.gif", "episode_000000000480_0.gif"]
+    assert len(imageio.mimread(run_dir / "eval" / episode_gifs[0])) > 1
     assert [int(r.split(",")[1]) for r in rows[1:]] == [60, 120]
     gifs = sorted((run_dir / "videos").glob("openloop_*.gif"))
     assert [g.name for g in gifs] == ["openloop_00000040.gif", "openloop_00000080.gif"]
-    import imageio.v2 as imageio
 
     frames = imageio.mimread(gifs[0])
     assert len(frames) == cfg.train.length and frames[0].shape[:2] == (3 * 64, 4 * 64)  # truth/model/error x 4
