@@ -6,8 +6,8 @@
 - ``Checkpointer`` (a Lightning callback) saves ``step_<agent steps>.ckpt`` every
   ``every_steps`` agent steps or ``every_minutes`` of wall time, on SIGINT/SIGTERM and at the
   end, points ``last.ckpt`` at the newest one and keeps the newest ``keep``. A SIGTERM
-  during training is saved at the end of the update and stops the run cleanly on every rank
-  (its own handler only notes the signal; rank 0's decides), so data-parallel runs save it too.
+  during training stops the run cleanly after the update on every rank (its own handler only
+  notes the signal; rank 0's decides), and the final save follows, in data-parallel runs too.
   (Lightning's ModelCheckpoint counts optimizer steps and cannot combine a step and a
   time trigger, hence this small callback.) In a data-parallel run rank 0 decides when
   to save, every rank contributes its state, and rank 0 writes the file.
@@ -87,7 +87,7 @@ class Checkpointer(Callback):
             self._handler = signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def _on_sigterm(self, signum, frame) -> None:
-        """Only note it: the loop saves and stops at the end of the update, on every rank at once."""
+        """Only note it: the loop stops at the end of the update, on every rank at once, and saves."""
         self._sigterm = True
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -96,15 +96,17 @@ class Checkpointer(Callback):
         # Wall clocks and signals differ between ranks: rank 0 decides for all, so that a SIGTERM
         # (a cluster's preemption, ``kill``) saves every rank's state in a data-parallel run too.
         due, stop = trainer.strategy.broadcast((due, self._sigterm))
-        if due or stop:
-            self.save(trainer, pl_module)
         if stop:
-            log.warning("SIGTERM: saved a checkpoint at %d agent steps, stopping", steps)
+            self._sigterm = True  # on every rank: the run ends after this update and on_train_end saves
             trainer.should_stop = True
+        elif due:
+            self.save(trainer, pl_module)
 
     def on_train_end(self, trainer, pl_module):
-        if self._last_steps != pl_module.experience.global_steps:  # not saved at this step yet (SIGTERM)
-            self.save(trainer, pl_module)
+        path = self.save(trainer, pl_module)
+        if self._sigterm and trainer.is_global_zero:
+            log.warning("SIGTERM: saved a checkpoint at %d agent steps (%s), stopped", pl_module.experience.global_steps,
+                        path.name)
 
     def teardown(self, trainer, pl_module, stage):
         if self._handler is not None:
