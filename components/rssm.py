@@ -133,7 +133,7 @@ class RSSM(nn.Module):
             state = self.initial(embed.shape[0], embed.device, embed.dtype)
         posts, prior_params = [], []
         for t in range(embed.shape[1]):
-            state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
+            state, params = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
             posts.append(state)
-            prior_params.append(prior)
+            prior_params.append(params)
         return {k: torch.stack([s[k] for s in posts], 1) for k in posts[0]}, torch.stack(prior_params, 1)

@@ -52,6 +52,11 @@ def frame(env, obs: dict) -> np.ndarray | None:
     return None
 
 
+def write_gif(path: Path, frames: list) -> None:
+    """An evaluation episode's frames as a GIF at 30 frames per second."""
+    imageio.mimsave(path, frames, duration=1 / 30)
+
+
 def _episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, int, list]:
     obs, _ = env.reset(seed=seed)
     total, length, frames = 0.0, 0, []
@@ -96,7 +101,7 @@ def evaluate(cfg: DictConfig) -> dict:
         returns.append(ret)
         log.info("episode %d: return %.1f, length %d", i, ret, length)
         if frames:
-            imageio.mimsave(out / f"episode_{i}.gif", frames, duration=1 / 30)
+            write_gif(out / f"episode_{i}.gif", frames)
     env.close()
     returns_np = np.asarray(returns)
     lines = ["episode,return"] + [f"{i},{r}" for i, r in enumerate(returns)]
@@ -142,7 +147,7 @@ class PeriodicEval(Callback):
             ret, _, frames = run_episode(pl_module, self._env, self.seed + 20_000 + i, True, i < self.videos)
             returns.append(ret)
             if frames:
-                imageio.mimsave(self.path.parent / f"episode_{exp.frames:012d}_{i}.gif", frames, duration=1 / 30)
+                write_gif(self.path.parent / f"episode_{exp.frames:012d}_{i}.gif", frames)
         pl_module.train(was_training)
         mean = float(np.mean(returns))
         with open(self.path, "a") as f:
