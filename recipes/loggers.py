@@ -1,10 +1,11 @@
-"""Logger tweaks: a CSV logger whose resumed runs append to ``metrics.csv`` instead of deleting it."""
+"""Logger tweaks: a CSV logger that writes ``metrics.csv`` as it goes and appends to it on resume."""
 
 from __future__ import annotations
 
 import csv
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -19,7 +20,19 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    """Lightning's CSVLogger; only the experiment writer differs (appends on resume)."""
+    """Lightning's CSVLogger, appending on resume and flushing every ``flush_logs_every_n_steps`` rows.
+
+    Lightning flushes when ``(step + 1) % flush_logs_every_n_steps == 0``; our steps are
+    environment frames, which advance by the action repeat (2, 4, 8), so that test never held
+    and a run wrote nothing until it ended. Counting buffered rows instead keeps at most that
+    many rows in memory, whatever the step.
+    """
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        super().log_metrics(metrics, step)
+        if len(self.experiment.metrics) >= self._flush_logs_every_n_steps:
+            self.save()
 
     @property
     @rank_zero_experiment

@@ -44,6 +44,18 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_csv_metrics_reach_the_disk_while_the_run_goes_on(tmp_path):
+    """Rows are written every ``flush_logs_every_n_steps`` rows, also when steps are frames in 2s."""
+    from recipes.loggers import CSVLogger
+
+    logger = CSVLogger(save_dir=str(tmp_path), name="csv", version="", flush_logs_every_n_steps=4)
+    for i in range(9):
+        logger.log_metrics({"model/loss": float(i)}, step=2 * i)  # action repeat 2: step + 1 is always odd
+    assert [float(r["model/loss"]) for r in metrics(tmp_path)] == [float(i) for i in range(8)]  # the 9th is held
+    logger.finalize("success")
+    assert len(metrics(tmp_path)) == 9
+
+
 def test_sigkill_then_resume_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
