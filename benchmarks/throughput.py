@@ -11,6 +11,9 @@ is measured separately with random actions. Prints a table with the hardware.
 ``--profile`` also runs the timed updates under ``torch.profiler`` and prints where
 the time goes: the phases of an update (the ``record_function`` labels of
 ``recipes/dreamer.py`` and ``recipes/experience.py``) and the top operators.
+``--flops`` counts the matmul and convolution FLOPs of the last warm-up update
+(``torch.utils.flop_counter``) and times a large matmul on this machine: their
+quotient is the most updates/s any implementation of the same math could reach here.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import Callback
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,12 +44,15 @@ PHASES = ("world_model.forward", "world_model.backward", "world_model.optimizer"
 class UpdateTimer(Callback):
     """Times training steps after ``warmup`` of them (under ``profiler`` when one is given)."""
 
-    def __init__(self, warmup: int, profiler: torch.profiler.profile | None = None):
-        self.warmup, self.times, self._start, self.profiler = warmup, [], None, profiler
+    def __init__(self, warmup: int, profiler: torch.profiler.profile | None = None,
+                 flops: FlopCounterMode | None = None):
+        self.warmup, self.times, self._start, self.profiler, self.flops = warmup, [], None, profiler, flops
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if self.profiler is not None and batch_idx == self.warmup:
             self.profiler.start()
+        if self.flops is not None and batch_idx == self.warmup - 1:
+            self.flops.__enter__()  # the last warm-up update: the counter slows what it counts
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         self._start = time.perf_counter()
@@ -55,6 +62,8 @@ class UpdateTimer(Callback):
             self.profiler.stop()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.flops is not None and batch_idx == self.warmup - 1:
+            self.flops.__exit__(None, None, None)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         if batch_idx >= self.warmup:
@@ -91,7 +100,8 @@ def measure(args, size: str, run_dir: Path) -> dict:
         if torch.cuda.is_available():
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         profiler = torch.profiler.profile(activities=activities)
-    timer = UpdateTimer(args.warmup, profiler)
+    flops = FlopCounterMode(display=False) if args.flops else None
+    timer = UpdateTimer(args.warmup, profiler, flops)
     trainer.callbacks.append(timer)
     trainer.fit_loop.epoch_loop.max_steps = 3 * (args.warmup + args.updates)
     if torch.cuda.is_available():
@@ -110,6 +120,8 @@ def measure(args, size: str, run_dir: Path) -> dict:
     params = sum(p.numel() for p in module.parameters() if p.requires_grad) / 1e6
     if profiler is not None:
         print_profile(profiler, size, len(timer.times))
+    if flops is not None:
+        print_flops(flops, size, 1 / per_update, args.precision)
     return {
         "size": size,
         "params_M": params,
@@ -137,6 +149,36 @@ def print_profile(profiler: torch.profiler.profile, size: str, updates: int) -> 
     print(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15))
 
 
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
+    """This machine's sustained rate on one large square matmul (GFLOP/s): a ceiling for any GEMM or conv."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    a @ b  # warm-up
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def print_flops(counter: FlopCounterMode, size: str, updates_s: float, precision: str) -> None:
+    """FLOPs of one update by module, the rate they ran at, and the updates/s ceiling of this machine."""
+    counts = counter.get_flop_counts()
+    total = counter.get_total_flops() / 1e9
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
+    peak = matmul_gflops(dtype)
+    print(f"\n# arithmetic of one update, size {size} (matmuls and convolutions, forward and backward)")
+    top = {name: sum(ops.values()) / 1e9 for name, ops in counts.items() if "." not in name and name != "Global"}
+    for name, gflop in sorted(top.items(), key=lambda item: -item[1]):  # by module class: Head is every head
+        print(f"{name:<24}{gflop:>10.1f} GFLOP")
+    print(f"{'update':<24}{total:>10.1f} GFLOP")
+    print(f"{'achieved':<24}{total * updates_s:>10.1f} GFLOP/s at {updates_s:.3f} updates/s")
+    print(f"{'2048^2 matmul, ' + str(dtype).removeprefix('torch.'):<24}{peak:>10.1f} GFLOP/s")
+    print(f"{'ceiling':<24}{peak / total:>10.3f} updates/s (every FLOP at the large-matmul rate)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", default="dreamerv2_dmc")
@@ -149,6 +191,8 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--profile", action="store_true", help="print a profiler table of the timed updates")
+    parser.add_argument("--flops", action="store_true",
+                        help="count the FLOPs of an update and print this machine's updates/s ceiling")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. env.task=walker_walk")
     args = parser.parse_args()
     register_schema()

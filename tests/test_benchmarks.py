@@ -10,9 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_throughput_profile_prints_the_phases_of_an_update():
+def test_throughput_profile_prints_the_phases_and_the_flops_of_an_update():
     cmd = [sys.executable, "benchmarks/throughput.py", "--recipe", "dreamerv2_cartpole", "--sizes", "tiny",
-           "--batch", "4", "--length", "8", "--updates", "3", "--warmup", "1", "--profile"]
+           "--batch", "4", "--length", "8", "--updates", "3", "--warmup", "1", "--profile", "--flops"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     phases = {k: float(v) for k, v in re.findall(r"^([a-z_]+(?:\.[a-z]+)?)\s+([0-9.]+) ms", out.stdout, re.M)}
@@ -21,6 +21,9 @@ def test_throughput_profile_prints_the_phases_of_an_update():
                            "replay.sample", "collect"}, out.stdout
     assert phases["world_model.forward"] > 0 and phases["imagine.forward"] > 0, out.stdout
     assert re.search(r"^tiny\s+[0-9.]+\s+[0-9.]+", out.stdout, re.M), out.stdout  # the throughput row
+    flops = {k: float(v) for k, v in re.findall(r"^(update|ceiling)\s+([0-9.]+) ", out.stdout, re.M)}
+    assert flops["update"] > 0 and flops["ceiling"] > 0, out.stdout
+    assert re.search(r"^GRUCell\s+[0-9.]+ GFLOP", out.stdout, re.M), out.stdout  # the recurrent model is counted
 
 
 def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(tmp_path):
