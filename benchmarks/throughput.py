@@ -173,6 +173,7 @@ def print_flops(counter: FlopCounterMode, size: str, updates_s: float, precision
     top = {name: sum(ops.values()) / 1e9 for name, ops in counts.items() if "." not in name and name != "Global"}
     for name, gflop in sorted(top.items(), key=lambda item: -item[1]):  # by module class: Head is every head
         print(f"{name:<24}{gflop:>10.1f} GFLOP")
+    print(f"{'outside modules':<24}{total - sum(top.values()):>10.1f} GFLOP (functional calls, backward not hooked)")
     print(f"{'update':<24}{total:>10.1f} GFLOP")
     print(f"{'achieved':<24}{total * updates_s:>10.1f} GFLOP/s at {updates_s:.3f} updates/s")
     print(f"{'2048^2 matmul, ' + str(dtype).removeprefix('torch.'):<24}{peak:>10.1f} GFLOP/s")
