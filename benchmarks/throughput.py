@@ -154,6 +154,8 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> fl
     device = "cuda" if torch.cuda.is_available() else "cpu"
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b  # warm-up
+    if device == "cuda":
+        torch.cuda.synchronize()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         a @ b
@@ -196,6 +198,8 @@ def main() -> None:
                         help="count the FLOPs of an update and print this machine's updates/s ceiling")
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. env.task=walker_walk")
     args = parser.parse_args()
+    if args.flops and args.warmup < 1:
+        parser.error("--flops counts the last warm-up update: give --warmup 1 or more")
     register_schema()
     print(f"# dreamerkit throughput: {args.recipe}, batch {args.batch} x {args.length}, horizon {args.horizon}, "
           f"precision {args.precision}")

@@ -24,8 +24,8 @@ class CSVLogger(LightningCSVLogger):
 
     Lightning flushes when ``(step + 1) % flush_logs_every_n_steps == 0``; our steps are
     environment frames, which advance by the action repeat (2, 4, 8), so that test never held
-    and a run wrote nothing until it ended. Counting buffered rows instead keeps at most that
-    many rows in memory, whatever the step.
+    and a run wrote nothing until it ended. Flushing also once that many rows are buffered
+    keeps at most that many in memory, whatever the step.
     """
 
     @rank_zero_only
