@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 
@@ -117,9 +118,11 @@ class Experience:
             raise RuntimeError(f"environments failed {self._restarts_in_a_row} times in a row; last error: {err!r}") from err
         log.warning("environment failed (%r); restarting it (restart %d)", err, self.env_restarts)
         try:
-            self.envs.close()
-        except Exception:  # the broken env may not close cleanly; its replacement is what matters
-            pass
+            with warnings.catch_warnings():  # "close while waiting for a pending step": the warning above says why
+                warnings.simplefilter("ignore")
+                self.envs.close(terminate=True)  # a vector env: end its worker processes without waiting on them
+        except Exception:  # a dead worker's pipe fails the close; its replacement is what matters
+            self.envs.closed = True  # else gymnasium retries the close, and warns, when it is collected
         self.envs = self.make_envs()
         self._reset_envs(self.seed + self.env_restarts)
 

@@ -281,5 +281,14 @@ def test_a_dead_env_worker_process_is_restarted(make_cfg, monkeypatch):
     cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", "train.steps=120",
                    "train.async_envs=true", "train.num_envs=2")
     cfg.env = {"name": "test_dying", "die_at": 25}
+    created, init = [], gym.vector.AsyncVectorEnv.__init__
+
+    def recording_init(self, *args, **kwargs):
+        created.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(gym.vector.AsyncVectorEnv, "__init__", recording_init)
     summary = train(cfg)
     assert summary["env_restarts"] >= 1 and summary["agent_steps"] >= 120
+    # the broken one too: else gymnasium retries its close, and warns, when it is garbage-collected
+    assert len(created) > summary["env_restarts"] and all(env.closed for env in created)
