@@ -50,6 +50,7 @@ class Experience:
         self.rng = np.random.default_rng(seed)
         self.agent_steps = 0
         self.updates = 0
+        self.start_updates = 0  # updates before this pass of batches(): those of the checkpoint when resumed
         self.episodes = 0
         self.env_restarts = 0
         self._restarts_in_a_row = 0
@@ -160,6 +161,7 @@ class Experience:
         while self.replay.steps < self.cfg.length:  # a resumed run whose replay was in memory
             self.step(policy)
         self._start_time, self._start_steps = time.time(), self.agent_steps
+        self.start_updates = self.updates
         while self.agent_steps < self.steps or self.updates_due():
             if self.updates_due():
                 self.updates += 1

@@ -8,13 +8,15 @@ _FORMATS = {"env_steps": "{:,.0f}", "updates": "{:,.0f}", "fps": "{:.1f}", "retu
 
 
 class ProgressBar(TQDMProgressBar):
-    """TQDM bar counting updates towards the run's total; counters print as integers (``env_steps=12,800``)."""
+    """TQDM bar counting this fit's updates towards the run's total; counters print as integers (``env_steps=12,800``)."""
 
     @property
     def total_train_batches(self) -> int | float:
-        """Updates the run will make (the experience iterable has no length of its own)."""
+        """Updates this fit will make, a resumed one included (the experience iterable has no length)."""
         experience = getattr(self.trainer.lightning_module, "experience", None)
-        return experience.total_updates if experience is not None else super().total_train_batches
+        if experience is None:
+            return super().total_train_batches
+        return experience.total_updates - experience.start_updates
 
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import torch
 
 import registry
 from components.envs import env_info, make_vector_env
 from recipes.config import TrainConfig
 from recipes.experience import Experience
+from recipes.progress import ProgressBar
 
 
 def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:
@@ -49,3 +52,9 @@ def test_train_ratio_sets_replayed_steps_per_agent_step():
     # pretrain updates right after the prefill, then train_ratio / (B * T) = 2 per agent step
     assert len(batches) == cfg.pretrain + 2 * (exp.agent_steps - cfg.prefill)
     assert exp.agent_steps == 840 and exp.updates == len(batches)
+    # a further pass (a resumed run with a larger budget): the bar's total is what this pass makes
+    exp.steps = 900
+    more = list(exp.batches(policy=lambda obs: exp.random_action()))
+    bar = ProgressBar()
+    bar._trainer = SimpleNamespace(lightning_module=SimpleNamespace(experience=exp))
+    assert exp.start_updates == len(batches) and bar.total_train_batches == len(more) == 2 * 60
