@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v2 as imageio
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +44,21 @@ def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(
                      "algo.dense_units=400", "fabric.precision=32-true", "num_threads=2",
                      f"algo.total_steps={sheeprl_compare.PREFILL + 2 + 5 - 1}"):
         assert expected in overrides
+
+
+def test_reconstructions_prints_the_foreground_error_and_writes_the_strips(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = subprocess.run([sys.executable, "run.py", "recipe=dreamerv2_dmc", "debug=smoke", "logger=none",
+                              "env.time_limit=30", f"hydra.run.dir={run_dir}"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    out = subprocess.run([sys.executable, "benchmarks/reconstructions.py", str(run_dir), "--episodes", "2",
+                          "--every", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = re.findall(r"^\s+(\d)\s+(-?[0-9.]+)\s+(\d+)\s+([0-9.]+)\s+([0-9.na]+)\s+([0-9.]+)\s+([0-9.]+)$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["0", "1"] and all(int(r[2]) == 15 for r in rows), out.stdout  # 30 frames, repeat 2
+    assert all(0 < float(r[5]) < 3 and 0 <= float(r[6]) <= 1 for r in rows), out.stdout  # errors of [0, 1] RGB
+    strips = sorted((run_dir / "reconstructions").glob("last_episode*.png"))
+    assert [p.name for p in strips] == ["last_episode0.png", "last_episode1.png"]
+    image = imageio.imread(strips[0])
+    assert image.shape == (2 * 64 * 3, 3 * 64 * 3, 3)  # observation over reconstruction, steps 0, 5, 10; x3
