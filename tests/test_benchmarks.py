@@ -46,10 +46,10 @@ def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(
         assert expected in overrides
 
 
-def test_reconstructions_prints_the_foreground_error_and_writes_the_strips(tmp_path):
+def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path):
     run_dir = tmp_path / "run"
     trained = subprocess.run([sys.executable, "run.py", "recipe=dreamerv2_dmc", "debug=smoke", "logger=none",
-                              "env.time_limit=30", f"hydra.run.dir={run_dir}"],
+                              "env.time_limit=30", "replay.storage=disk", f"hydra.run.dir={run_dir}"],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr[-2000:]
     out = subprocess.run([sys.executable, "benchmarks/reconstructions.py", str(run_dir), "--episodes", "2",
@@ -62,3 +62,12 @@ def test_reconstructions_prints_the_foreground_error_and_writes_the_strips(tmp_p
     assert [p.name for p in strips] == ["last_episode0.png", "last_episode1.png"]
     image = imageio.imread(strips[0])
     assert image.shape == (2 * 64 * 3, 3 * 64 * 3, 3)  # observation over reconstruction, steps 0, 5, 10; x3
+
+    fit = [sys.executable, "benchmarks/world_model_fit.py", str(run_dir), "--updates", "4", "--report", "2"]
+    out = subprocess.run([*fit, "model.opt.lr=1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = re.findall(r"^\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+\d+$", out.stdout, re.M)
+    assert [r[0] for r in rows] == ["0", "2", "4"] and "overrides: model.opt.lr=1e-3" in out.stdout, out.stdout
+    assert all(0 < float(r[4]) < 3 for r in rows), out.stdout
+    typo = subprocess.run([*fit, "model.opt.learning_rate=1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert typo.returncode != 0 and "'model.opt.learning_rate' is not a key" in typo.stderr

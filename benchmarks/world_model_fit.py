@@ -1,0 +1,95 @@
+"""Fit a fresh world model, alone, on a run's stored replay: which setting learns to draw the foreground soonest?
+
+    python benchmarks/world_model_fit.py runs/learn/balance --updates 300 model.opt.lr=1e-3
+    python benchmarks/world_model_fit.py runs/learn/balance --updates 300 encoder.conv.depth=32 decoder.conv.depth=32
+
+Opens the replay of ``<run dir>`` (``replay.storage=disk``) as its checkpoint left it,
+builds the run's world model with the given ``key=value`` overrides of its saved
+config, and trains only that model (no actor, no critic, no new experience) on
+replayed batches with the run's optimizer settings. Every ``--report`` updates it
+prints, on one held batch, the image, reward and KL terms and the posterior
+reconstruction's error on foreground and background pixels (as
+``benchmarks/reconstructions.py`` defines them, against the held batch's median frame), so world-model settings can be
+compared on the same data in minutes instead of a whole learning run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import registry  # noqa: E402
+from components.envs import env_info  # noqa: E402
+from recipes.checkpoint import load_checkpoint  # noqa: E402
+from recipes.train import validate  # noqa: E402
+from recipes.world_model import WorldModel  # noqa: E402
+from reconstructions import errors  # noqa: E402
+
+MISSING = object()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint", default="last.ckpt", help="whose replay position to open")
+    parser.add_argument("--updates", type=int, default=300)
+    parser.add_argument("--report", type=int, default=100, help="updates between report lines")
+    parser.add_argument("--threshold", type=float, default=0.1, help="foreground: |frame - median| summed over RGB")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("override", nargs="*", help="key=value changes of the run's config, e.g. model.opt.lr=1e-3")
+    args = parser.parse_intermixed_args()  # overrides may follow the options
+
+    cfg = OmegaConf.load(args.run_dir / "config.yaml")
+    for override in args.override:
+        key, _, value = override.partition("=")
+        if OmegaConf.select(cfg, key, default=MISSING) is MISSING:
+            parser.error(f"{key!r} is not a key of {args.run_dir / 'config.yaml'}")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    run, components = validate(cfg)
+    replay_dir = args.run_dir / "replay"
+    if not replay_dir.is_dir():
+        parser.error(f"{args.run_dir} has no replay on disk (it ran with replay.storage=memory)")
+    torch.manual_seed(args.seed)
+    env = registry.build("env", components["env"], path="env", seed=run.seed)
+    info = env_info(env)
+    env.close()
+    replay = registry.build("replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
+                            directory=str(replay_dir), seed=args.seed)
+    state = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["dreamer"]["ranks"][0]
+    replay.load_state_dict(state["experience"]["replay"])
+    model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
+    opt = run.model.opt
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, eps=opt.eps, weight_decay=opt.wd)
+    held = replay.sample(run.train.batch)
+    print(f"# {args.run_dir}: {replay.steps} stored steps, batch {run.train.batch} x {run.train.length}, "
+          f"overrides: {' '.join(args.override) or 'none'}")
+    print("updates  image_loss  reward_loss      kl  foreground_err  background_err  seconds")
+    start = time.time()
+    for update in range(args.updates + 1):
+        if update % args.report == 0 or update == args.updates:
+            with torch.no_grad():
+                _, post, metrics = model.loss(held)
+                recon = (model.decoder(model.rssm.features(post))["image"].mean + 0.5).clamp(0, 1)
+            truth = held["image"].float() / 255
+            fg, bg, _ = errors(truth.flatten(0, 1), recon.flatten(0, 1), args.threshold)
+            print(f"{update:7d}  {float(metrics['model/decoder_loss']):10.1f}  {float(metrics['model/reward_loss']):11.3f}  "
+                  f"{float(metrics['model/kl']):6.2f}  {fg:14.4f}  {bg:14.5f}  {time.time() - start:7.0f}", flush=True)
+        if update == args.updates:
+            break
+        loss, _, _ = model.loss(replay.sample(run.train.batch))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
+        optimizer.step()
+
+
+if __name__ == "__main__":
+    main()
