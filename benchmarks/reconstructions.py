@@ -8,7 +8,8 @@ every step, decodes the posterior state the actor acts on. Prints, per episode:
 - the return and the reward head's mean absolute error against the rewards received;
 - the reconstruction's squared error (summed over RGB, in [0, 1] units) on the
   foreground, the pixels that differ from the episode's median frame by more than
-  ``--threshold`` (what moves: a pole, a ball, a paddle), and on the background.
+  ``--threshold`` (what moves: a pole, a ball, a paddle), and on the background;
+  ``median_err`` is the foreground error of the median frame, a model that draws no foreground.
 
 A world model that draws the background and misses the foreground gives the actor
 nothing to act on but what the reward head conveys. Writes
@@ -61,13 +62,19 @@ def episode(module, env, seed: int) -> dict:
                     "rewards": np.asarray(rewards + [reward]), "predicted": np.asarray(predicted)}
 
 
-def errors(frames: torch.Tensor, recons: torch.Tensor, threshold: float) -> tuple[float, float, float]:
-    """(foreground error, background error, foreground share) of ``[T, C, H, W]`` frames in [0, 1]."""
+def errors(frames: torch.Tensor, recons: torch.Tensor, threshold: float) -> dict[str, float]:
+    """Squared errors of ``[T, C, H, W]`` reconstructions in [0, 1] on the foreground and the background.
+
+    ``median_err`` is the foreground error of the median frame itself: what a model that
+    draws only the background scores there.
+    """
     median = frames.median(0).values
     foreground = (frames - median).abs().sum(1) > threshold  # [T, H, W]
     err = (recons - frames).square().sum(1)
-    fg = float(err[foreground].mean()) if foreground.any() else float("nan")
-    return fg, float(err[~foreground].mean()), float(foreground.float().mean())
+    nan = float("nan")
+    return {"foreground_err": float(err[foreground].mean()) if foreground.any() else nan,
+            "median_err": float((median - frames).square().sum(1)[foreground].mean()) if foreground.any() else nan,
+            "background_err": float(err[~foreground].mean()), "foreground_share": float(foreground.float().mean())}
 
 
 def strip(frames: torch.Tensor, recons: torch.Tensor, every: int, scale: int = 3) -> np.ndarray:
@@ -97,13 +104,13 @@ def main() -> None:
     out = args.run_dir / "reconstructions"
     out.mkdir(exist_ok=True)
     print(f"# {args.run_dir} {args.checkpoint}: foreground = pixels off the episode's median frame by > {args.threshold}")
-    print("episode  return  steps  reward_mae  foreground_err  background_err  foreground_share")
+    print("episode  return  steps  reward_mae  foreground_err  median_err  background_err  foreground_share")
     for i in range(args.episodes):
         ep = episode(module, env, run.seed + 30_000 + i)
-        fg, bg, share = errors(ep["frames"], ep["recons"], args.threshold)
+        e = errors(ep["frames"], ep["recons"], args.threshold)
         mae = float(np.abs(ep["predicted"] - ep["rewards"][:-1]).mean()) if len(ep["predicted"]) else float("nan")
-        print(f"{i:7d}  {ep['rewards'].sum():6.1f}  {len(ep['frames']):5d}  {mae:10.3f}  {fg:14.4f}  {bg:14.5f}  "
-              f"{share:16.4f}")
+        print(f"{i:7d}  {ep['rewards'].sum():6.1f}  {len(ep['frames']):5d}  {mae:10.3f}  {e['foreground_err']:14.4f}  "
+              f"{e['median_err']:10.4f}  {e['background_err']:14.5f}  {e['foreground_share']:16.4f}")
         imageio.imwrite(out / f"{Path(args.checkpoint).stem}_episode{i}.png", strip(ep["frames"], ep["recons"], args.every))
     env.close()
     print(f"images: {out}")

@@ -71,7 +71,7 @@ def main() -> None:
     held = replay.sample(run.train.batch)
     print(f"# {args.run_dir}: {replay.steps} stored steps, batch {run.train.batch} x {run.train.length}, "
           f"overrides: {' '.join(args.override) or 'none'}")
-    print("updates  image_loss  reward_loss      kl  foreground_err  background_err  seconds")
+    print("updates  image_loss  reward_loss      kl  foreground_err  median_err  background_err  seconds")
     start = time.time()
     for update in range(args.updates + 1):
         if update % args.report == 0 or update == args.updates:
@@ -79,9 +79,10 @@ def main() -> None:
                 _, post, metrics = model.loss(held)
                 recon = (model.decoder(model.rssm.features(post))["image"].mean + 0.5).clamp(0, 1)
             truth = held["image"].float() / 255
-            fg, bg, _ = errors(truth.flatten(0, 1), recon.flatten(0, 1), args.threshold)
+            e = errors(truth.flatten(0, 1), recon.flatten(0, 1), args.threshold)
             print(f"{update:7d}  {float(metrics['model/decoder_loss']):10.1f}  {float(metrics['model/reward_loss']):11.3f}  "
-                  f"{float(metrics['model/kl']):6.2f}  {fg:14.4f}  {bg:14.5f}  {time.time() - start:7.0f}", flush=True)
+                  f"{float(metrics['model/kl']):6.2f}  {e['foreground_err']:14.4f}  {e['median_err']:10.4f}  "
+                  f"{e['background_err']:14.5f}  {time.time() - start:7.0f}", flush=True)
         if update == args.updates:
             break
         loss, _, _ = model.loss(replay.sample(run.train.batch))
