@@ -116,8 +116,8 @@ class PeriodicEval(Callback):
     on a separate env.
 
     Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
-    frames, agent_steps, updates, eval_return, train_return, wall_s. The first ``videos``
-    episodes are written as ``eval/episode_<frames>_<i>.gif``.
+    frames, agent_steps, updates, eval_return, train_return, wall_s (seconds of training, summed over
+    the resumes of a run). The first ``videos`` episodes are written as ``eval/episode_<frames>_<i>.gif``.
     """
 
     def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0):
@@ -127,9 +127,16 @@ class PeriodicEval(Callback):
 
     def on_train_start(self, trainer, pl_module):
         self._next = (pl_module.experience.global_steps // self.every + 1) * self.every
-        if trainer.is_global_zero and not self.path.exists():
+        self._start = time.time()
+        if not trainer.is_global_zero:
+            return
+        if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n")
+            return
+        rows = self.path.read_text().splitlines()
+        if len(rows) > 1:  # a resumed run: its wall time goes on from the last row, not from zero
+            self._start -= float(rows[-1].rsplit(",", 1)[1])
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         exp = pl_module.experience

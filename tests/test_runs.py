@@ -292,3 +292,19 @@ def test_a_dead_env_worker_process_is_restarted(make_cfg, monkeypatch):
     assert summary["env_restarts"] >= 1 and summary["agent_steps"] >= 120
     # the broken one too: else gymnasium retries its close, and warns, when it is garbage-collected
     assert len(created) > summary["env_restarts"] and all(env.closed for env in created)
+
+
+def test_a_resumed_run_continues_the_wall_time_of_learning_csv(tmp_path):
+    """eval/learning.csv's wall_s goes on from the last row after a resume, instead of starting at zero."""
+    from types import SimpleNamespace
+
+    from recipes.evaluate import PeriodicEval
+
+    callback = PeriodicEval({}, every=10, episodes=1, run_dir=tmp_path, seed=0)
+    rank0 = SimpleNamespace(is_global_zero=True)
+    callback.on_train_start(rank0, SimpleNamespace(experience=SimpleNamespace(global_steps=0)))
+    assert time.time() - callback._start < 5  # a new run starts its clock now
+    with open(callback.path, "a") as f:
+        f.write("200,25,7,10.0,9.0,3600.0\n")
+    callback.on_train_start(rank0, SimpleNamespace(experience=SimpleNamespace(global_steps=25)))
+    assert 3600 <= time.time() - callback._start < 3605 and callback._next == 30
