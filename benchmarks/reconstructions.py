@@ -26,15 +26,11 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import registry  # noqa: E402
-from components.envs import env_info  # noqa: E402
-from recipes.checkpoint import load_checkpoint  # noqa: E402
-from recipes.train import validate  # noqa: E402
+from recipes.evaluate import load_agent  # noqa: E402
 from registry import ConfigError  # noqa: E402
 
 
@@ -94,13 +90,9 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.1, help="foreground: |frame - median| summed over RGB")
     args = parser.parse_args()
 
-    run, components = validate(OmegaConf.load(args.run_dir / "config.yaml"))
-    env = registry.build("env", components["env"], path="env", seed=run.seed + 30_000)
+    run, env, module = load_agent(args.run_dir, args.checkpoint, 30_000, "reconstructions")
     if "image" not in env.observation_space.spaces:
         raise ConfigError(f"{args.run_dir}: its env has no image observation, so there is nothing to reconstruct")
-    module = registry.get("recipe", run.recipe).target(run.model, run.behavior, components, env_info(env))
-    module.load_state_dict(load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["state_dict"])
-    module.eval()
     out = args.run_dir / "reconstructions"
     out.mkdir(exist_ok=True)
     print(f"# {args.run_dir} {args.checkpoint}: foreground = pixels off the episode's median frame by > {args.threshold}")

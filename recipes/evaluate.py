@@ -73,26 +73,34 @@ def _episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, i
             return total, length, frames
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """Evaluate ``<cfg.evaluate>/checkpoints/<eval.checkpoint>`` for ``eval.episodes`` episodes."""
+def load_agent(run_dir: Path, checkpoint: str, env_seed: int, command: str) -> tuple:
+    """(run config, env, agent) of a run directory: its saved config, one env seeded ``seed + env_seed``
+    and the recipe's module restored from ``checkpoints/<checkpoint>``, in eval mode.
+
+    ``command`` names the caller in the error for a directory that is not a run.
+    """
+    from components.envs import env_info
     from recipes.train import validate
 
-    run_dir = Path(cfg.evaluate)
     saved = run_dir / "config.yaml"
     if not saved.is_file():
-        raise ConfigError(f"evaluate: {run_dir} is not a run directory (no config.yaml)")
+        raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
+    run, components = validate(OmegaConf.load(saved))
+    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    env = registry.build("env", components["env"], path="env", seed=run.seed + env_seed)
+    module = registry.get("recipe", run.recipe).target(run.model, run.behavior, components, env_info(env))
+    module.load_state_dict(state["state_dict"])
+    module.eval()
+    return run, env, module
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Evaluate ``<cfg.evaluate>/checkpoints/<eval.checkpoint>`` for ``eval.episodes`` episodes."""
+    run_dir = Path(cfg.evaluate)
     eval_cfg = cfg.eval
     if eval_cfg.policy not in POLICIES:
         raise ConfigError(f"eval.policy: unknown {eval_cfg.policy!r}; valid: {', '.join(POLICIES)}")
-    run_cfg = OmegaConf.load(saved)
-    run, components = validate(run_cfg)
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / eval_cfg.checkpoint)
-    env = registry.build("env", components["env"], path="env", seed=run.seed + 10_000)
-    from components.envs import env_info
-
-    module = registry.get("recipe", run.recipe).target(run.model, run.behavior, components, env_info(env))
-    module.load_state_dict(checkpoint["state_dict"])
-    module.eval()
+    run, env, module = load_agent(run_dir, eval_cfg.checkpoint, 10_000, "evaluate")
     out = run_dir / "eval"
     out.mkdir(exist_ok=True)
     returns = []
@@ -123,7 +131,7 @@ class PeriodicEval(Callback):
     def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0):
         self.env_cfg, self.every, self.episodes, self.seed, self.videos = env_cfg, every, episodes, seed, videos
         self.path = Path(run_dir) / "eval" / "learning.csv"
-        self._next, self._env, self._start = every, None, time.time()
+        self._next, self._env = every, None  # the clock starts in on_train_start
 
     def on_train_start(self, trainer, pl_module):
         self._next = (pl_module.experience.global_steps // self.every + 1) * self.every
