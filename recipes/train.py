@@ -102,10 +102,27 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
 
 
 def precision(run: RunConfig) -> str:
-    """``auto``: bf16 mixed precision on a GPU, fp32 on the CPU."""
-    if run.train.precision != "auto":
-        return run.train.precision
-    return "bf16-mixed" if torch.cuda.is_available() and run.train.accelerator in ("auto", "gpu", "cuda") else "32-true"
+    """``auto``: bf16 mixed precision on a GPU, fp32 on the CPU.
+
+    bf16 asked for on a CPU without bf16 instructions (AVX-512 BF16 or AMX) gets a warning:
+    there oneDNN emulates it, 8x slower than fp32 on an AVX2 EPYC (BENCHMARKS.md).
+    """
+    on_gpu = torch.cuda.is_available() and run.train.accelerator in ("auto", "gpu", "cuda")
+    if run.train.precision == "auto":
+        return "bf16-mixed" if on_gpu else "32-true"
+    if run.train.precision.startswith("bf16") and not on_gpu and not cpu_has_bf16():
+        log.warning("train.precision=%s on a CPU without bf16 instructions (torch sees %s): it is emulated and "
+                    "runs several times slower than train.precision=32-true", run.train.precision,
+                    torch.backends.cpu.get_cpu_capability())
+    return run.train.precision
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 BF16 or AMX); True when torch cannot tell."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private op of torch: absent from some builds
+        return True
 
 
 def save_run_info(cfg: DictConfig, run_dir: Path) -> None:

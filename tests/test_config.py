@@ -114,3 +114,20 @@ def test_slurm_launcher_preset_sizes_jobs_from_the_run():
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)
     assert launcher.partition == "gpu" and launcher.timeout_min == 4320
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_warns(make_cfg, monkeypatch, caplog):
+    """bf16 asked for on such a CPU is kept but warned about; auto stays fp32 on the CPU."""
+    import recipes.train as train
+
+    run, _ = validate(make_cfg("recipe=dreamerv2_dmc", "train.accelerator=cpu", "train.precision=bf16-mixed"))
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="recipes.train"):
+        assert train.precision(run) == "bf16-mixed"
+    assert "without bf16 instructions" in caplog.text and "train.precision=32-true" in caplog.text
+
+    caplog.clear()
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: True)
+    assert train.precision(run) == "bf16-mixed" and not caplog.text
+    run, _ = validate(make_cfg("recipe=dreamerv2_dmc", "train.accelerator=cpu"))
+    assert train.precision(run) == "32-true"
