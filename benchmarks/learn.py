@@ -4,8 +4,9 @@
     python benchmarks/learn.py --plot runs/learn/balance          # plot an existing (or running) run
 
 Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
-train_return, wall_s) during training and <run dir>/learning_curve.png with the
-official DreamerV2 mean and min-max band (../shared/reference/dreamerv2_official_curves.csv)
+train_return, wall_s) and eval/episodes.csv (each evaluation episode's return) during
+training, and <run dir>/learning_curve.png (our eval mean with its episodes' min-max)
+with the official DreamerV2 mean and min-max band (../shared/reference/dreamerv2_official_curves.csv)
 at equal x: environment frames for Atari, environment steps for DMC. Prints the
 final figures with updates/s and env steps/s. A SIGTERM to this script reaches the run, which
 checkpoints and stops (resume it with ``python run.py resume=runs/learn/<name>``).
@@ -49,7 +50,14 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
     task = official_task(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = [float(r["frames"]) for r in rows]
-    ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label="dreamerkit (eval, policy mode)")
+    line, = ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label="dreamerkit (eval, policy mode)")
+    if (run_dir / "eval" / "episodes.csv").exists():  # absent in runs from before it was written
+        by_frames: dict[float, list[float]] = {}
+        for r in read_csv(run_dir / "eval" / "episodes.csv"):
+            by_frames.setdefault(float(r["frames"]), []).append(float(r["return"]))
+        ex = sorted(by_frames)
+        ax.fill_between(ex, [min(by_frames[f]) for f in ex], [max(by_frames[f]) for f in ex], color=line.get_color(),
+                        alpha=0.2, label="dreamerkit (eval episodes, min-max)")
     ax.plot(x, [float(r["train_return"]) for r in rows], ".", alpha=0.5, label="dreamerkit (last train episode)")
     if official.exists():
         ref = [r for r in read_csv(official) if r["task"] == task]

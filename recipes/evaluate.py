@@ -124,13 +124,16 @@ class PeriodicEval(Callback):
     on a separate env.
 
     Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
-    frames, agent_steps, updates, eval_return, train_return, wall_s (seconds of training, summed over
-    the resumes of a run). The first ``videos`` episodes are written as ``eval/episode_<frames>_<i>.gif``.
+    frames, agent_steps, updates, eval_return (the mean over the episodes), train_return, wall_s (seconds
+    of training, summed over the resumes of a run). Each episode's own return goes to ``eval/episodes.csv``
+    (frames, agent_steps, episode, return), so the spread is kept too. The first ``videos`` episodes are
+    written as ``eval/episode_<frames>_<i>.gif``.
     """
 
     def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0):
         self.env_cfg, self.every, self.episodes, self.seed, self.videos = env_cfg, every, episodes, seed, videos
         self.path = Path(run_dir) / "eval" / "learning.csv"
+        self.episodes_path = self.path.with_name("episodes.csv")
         self._next, self._env = every, None  # the clock starts in on_train_start
 
     def on_train_start(self, trainer, pl_module):
@@ -138,8 +141,10 @@ class PeriodicEval(Callback):
         self._start = time.time()
         if not trainer.is_global_zero:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.episodes_path.exists():  # also for a run from before this file existed
+            self.episodes_path.write_text("frames,agent_steps,episode,return\n")
         if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n")
             return
         rows = self.path.read_text().splitlines()
@@ -165,6 +170,8 @@ class PeriodicEval(Callback):
                 write_gif(self.path.parent / f"episode_{exp.frames:012d}_{i}.gif", frames)
         pl_module.train(was_training)
         mean = float(np.mean(returns))
+        with open(self.episodes_path, "a") as f:
+            f.writelines(f"{exp.frames},{exp.global_steps},{i},{ret}\n" for i, ret in enumerate(returns))
         with open(self.path, "a") as f:
             f.write(f"{exp.frames},{exp.global_steps},{exp.updates},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
         if trainer.logger:

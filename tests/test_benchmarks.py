@@ -75,3 +75,34 @@ def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path
     assert all(0 < float(r[4]) < 3 for r in rows), out.stdout
     typo = subprocess.run([*fit, "model.opt.learning_rate=1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert typo.returncode != 0 and "'model.opt.learning_rate' is not a key" in typo.stderr
+
+
+def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path):
+    """learn.py --plot shades the min-max of each evaluation's episodes; runs without episodes.csv still plot."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import learn
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import matplotlib.pyplot as plt
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance}\n")
+    (run / "eval" / "learning.csv").write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n"
+                                               "1000,500,10,150.0,90.0,60.0\n2000,1000,40,300.0,250.0,120.0\n")
+    official = tmp_path / "official.csv"
+    official.write_text("task,x,mean,min,max,seeds\ndmc_cartpole_balance,2000,280,200,330,5\n")
+    learn.plot(run, official)
+    assert len(plt.gca().collections) == 1  # only the official band
+    plt.close("all")
+
+    (run / "eval" / "episodes.csv").write_text("frames,agent_steps,episode,return\n"
+                                               "1000,500,0,100.0\n1000,500,1,200.0\n2000,1000,0,290.0\n2000,1000,1,310.0\n")
+    assert learn.plot(run, official).exists()
+    ours = [c for c in plt.gca().collections if "episodes" in c.get_label()]
+    assert len(ours) == 1
+    ys = sorted({round(float(y), 6) for y in ours[0].get_paths()[0].vertices[:, 1]})
+    assert ys == [100.0, 200.0, 290.0, 310.0]
+    plt.close("all")
+    assert "eval return 300.0" in learn.summary(run) and "40 updates in 2.0 min" in learn.summary(run)

@@ -125,6 +125,13 @@ def test_periodic_eval_and_open_loop_videos(make_cfg):
     run_dir = Path(cfg.run_dir)
     rows = (run_dir / "eval" / "learning.csv").read_text().splitlines()
     assert rows[0] == "frames,agent_steps,updates,eval_return,train_return,wall_s" and len(rows) == 3  # at 60, 120
+    # every episode's return is kept beside the mean
+    episodes = (run_dir / "eval" / "episodes.csv").read_text().splitlines()
+    assert episodes[0] == "frames,agent_steps,episode,return" and len(episodes) == 5  # 2 evaluations x 2 episodes
+    for row in rows[1:]:
+        frames, mean = row.split(",")[0], float(row.split(",")[3])
+        returns = [float(e.split(",")[3]) for e in episodes[1:] if e.split(",")[0] == frames]
+        assert len(returns) == 2 and abs(sum(returns) / 2 - mean) < 1e-9
     # a GIF of the first of the 2 episodes at each evaluation, named by frames (agent steps x repeat 4)
     episode_gifs = sorted(p.name for p in (run_dir / "eval").glob("episode_*.gif"))
     assert episode_gifs == ["episode_000000000240_0.gif", "episode_000000000480_0.gif"]
