@@ -18,6 +18,11 @@ class ProgressBar(TQDMProgressBar):
             return super().total_train_batches
         return experience.total_updates - experience.start_updates
 
+    def on_train_epoch_start(self, trainer, *args):
+        """Label the bar "Training": a whole run is one Lightning epoch, so a resumed run showed "Epoch 1"."""
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("Training")
+
     def get_metrics(self, trainer, pl_module):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)

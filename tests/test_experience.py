@@ -58,3 +58,7 @@ def test_train_ratio_sets_replayed_steps_per_agent_step():
     bar = ProgressBar()
     bar._trainer = SimpleNamespace(lightning_module=SimpleNamespace(experience=exp))
     assert exp.start_updates == len(batches) and bar.total_train_batches == len(more) == 2 * 60
+    bar.train_progress_bar = bar.init_train_tqdm()
+    bar.on_train_epoch_start(SimpleNamespace(current_epoch=1))
+    assert bar.train_progress_bar.desc.startswith("Training") and bar.train_progress_bar.total == 2 * 60
+    bar.train_progress_bar.close()
