@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import registry  # noqa: E402
 from components.envs import env_info  # noqa: E402
 from recipes.checkpoint import load_checkpoint  # noqa: E402
+from recipes.dreamer import adamw  # noqa: E402
 from recipes.train import validate  # noqa: E402
 from recipes.world_model import WorldModel  # noqa: E402
 from reconstructions import errors  # noqa: E402
@@ -66,8 +67,7 @@ def main() -> None:
     state = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["dreamer"]["ranks"][0]
     replay.load_state_dict(state["experience"]["replay"])
     model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
-    opt = run.model.opt
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, eps=opt.eps, weight_decay=opt.wd)
+    optimizer = adamw(model.parameters(), run.model.opt)
     held = replay.sample(run.train.batch)
     print(f"# {args.run_dir}: {replay.steps} stored steps, batch {run.train.batch} x {run.train.length}, "
           f"overrides: {' '.join(args.override) or 'none'}")
@@ -88,7 +88,7 @@ def main() -> None:
         loss, _, _ = model.loss(replay.sample(run.train.batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), opt.clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), run.model.opt.clip)
         optimizer.step()
 
 

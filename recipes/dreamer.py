@@ -31,6 +31,11 @@ log = logging.getLogger(__name__)
 NONFINITE = ("stop", "skip")
 
 
+def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
+    """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update."""
+    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd)
+
+
 @register("recipe", "dreamer")
 class Dreamer(L.LightningModule):
     """DreamerV1/V2-family agent; which variant is decided by the components it is given."""
@@ -80,13 +85,10 @@ class Dreamer(L.LightningModule):
 
     # -- learning -------------------------------------------------------------------------------
     def configure_optimizers(self):
-        def adam(params, c: OptimConfig):
-            return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd)
-
         return [
-            adam(self.world_model.parameters(), self.model_cfg.opt),
-            adam(self.behavior.actor.parameters(), self.behavior_cfg.actor_opt),
-            adam(self.behavior.critic.parameters(), self.behavior_cfg.critic_opt),
+            adamw(self.world_model.parameters(), self.model_cfg.opt),
+            adamw(self.behavior.actor.parameters(), self.behavior_cfg.actor_opt),
+            adamw(self.behavior.critic.parameters(), self.behavior_cfg.critic_opt),
         ]
 
     def _step(self, name: str, optimizer, loss: torch.Tensor, clip: float) -> None:
