@@ -46,7 +46,7 @@ def episode(module, env, seed: int) -> dict:
         state = wm.act_step(state, td, action)
         feat = wm.rssm.features(state)
         frames.append(td["image"][0].float() / 255)
-        recons.append((wm.decoder(feat[:, None])["image"].mean[0, 0] + 0.5).clamp(0, 1))
+        recons.append(wm.decode_image(feat[:, None])[0, 0].clamp(0, 1))
         if len(frames) > 1:  # the reward head at a state predicts the reward that came with it
             rewards.append(reward)
             predicted.append(float(wm.reward_head(feat).mean))

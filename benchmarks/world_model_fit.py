@@ -77,7 +77,7 @@ def main() -> None:
         if update % args.report == 0 or update == args.updates:
             with torch.no_grad():
                 _, post, metrics = model.loss(held)
-                recon = (model.decoder(model.rssm.features(post))["image"].mean + 0.5).clamp(0, 1)
+                recon = model.decode_image(model.rssm.features(post)).clamp(0, 1)
             truth = held["image"].float() / 255
             e = errors(truth.flatten(0, 1), recon.flatten(0, 1), args.threshold)
             print(f"{update:7d}  {float(metrics['model/decoder_loss']):10.1f}  {float(metrics['model/reward_loss']):11.3f}  "

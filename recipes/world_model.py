@@ -77,6 +77,10 @@ class WorldModel(nn.Module):
         return post
 
     @torch.no_grad()
+    def decode_image(self, features: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean ``image`` for ``features [B, T, F]``, in [0, 1] pixel units (not clamped)."""
+        return self.decoder(features)["image"].mean + 0.5
+
     def open_loop(self, batch, context: int = 5) -> torch.Tensor:
         """Open-loop video prediction of the ``image`` key, in the official layout.
 
@@ -91,7 +95,7 @@ class WorldModel(nn.Module):
         for t in range(context, batch["action"].shape[1]):
             state = self.rssm.img_step(state, batch["action"][:, t])
             feats.append(self.rssm.features(state)[:, None])
-        model = self.decoder(torch.cat(feats, 1))["image"].mean + 0.5
+        model = self.decode_image(torch.cat(feats, 1))
         truth = batch["image"].float() / 255.0
         error = (model - truth + 1) / 2
         video = torch.cat([truth, model, error], -2).clamp(0, 1)  # [N, T, C, 3H, W]
