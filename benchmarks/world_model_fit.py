@@ -30,7 +30,7 @@ import registry  # noqa: E402
 from components.envs import env_info  # noqa: E402
 from recipes.checkpoint import load_checkpoint  # noqa: E402
 from recipes.dreamer import adamw  # noqa: E402
-from recipes.train import validate  # noqa: E402
+from recipes.train import saved_config, validate  # noqa: E402
 from recipes.world_model import WorldModel  # noqa: E402
 from reconstructions import errors  # noqa: E402
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("override", nargs="*", help="key=value changes of the run's config, e.g. model.opt.lr=1e-3")
     args = parser.parse_intermixed_args()  # overrides may follow the options
 
-    cfg = OmegaConf.load(args.run_dir / "config.yaml")
+    cfg = saved_config(args.run_dir, "world_model_fit")
     for override in args.override:
         key, _, value = override.partition("=")
         if OmegaConf.select(cfg, key, default=MISSING) is MISSING:

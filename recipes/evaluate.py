@@ -16,7 +16,7 @@ import imageio.v2 as imageio
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from tensordict import TensorDict
 
 import registry
@@ -80,12 +80,9 @@ def load_agent(run_dir: Path, checkpoint: str, env_seed: int, command: str) -> t
     ``command`` names the caller in the error for a directory that is not a run.
     """
     from components.envs import env_info
-    from recipes.train import validate
+    from recipes.train import saved_config, validate
 
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
-    run, components = validate(OmegaConf.load(saved))
+    run, components = validate(saved_config(run_dir, command))
     state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
     env = registry.build("env", components["env"], path="env", seed=run.seed + env_seed)
     module = registry.get("recipe", run.recipe).target(run.model, run.behavior, components, env_info(env))

@@ -149,13 +149,18 @@ def make_logger(cfg: DictConfig, run_dir: Path):
     return instantiate(logger_cfg, save_dir=str(run_dir))
 
 
+def saved_config(run_dir: Path, command: str) -> DictConfig:
+    """The config a run saved in ``run_dir``; ``command`` names the caller in the error for a directory that is not a run."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
+    return OmegaConf.load(saved)
+
+
 def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     """The saved config of ``run_dir`` with ``train.*`` overrides (e.g. a larger ``train.steps``)."""
     run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"resume: {run_dir} is not a run directory (no config.yaml)")
-    cfg = OmegaConf.load(saved)
+    cfg = saved_config(run_dir, "resume")
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+")

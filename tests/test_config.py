@@ -131,3 +131,14 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(make_cfg, monkeypatch, ca
     assert train.precision(run) == "bf16-mixed" and not caplog.text
     run, _ = validate(make_cfg("recipe=dreamerv2_dmc", "train.accelerator=cpu"))
     assert train.precision(run) == "32-true"
+
+
+def test_a_directory_that_is_not_a_run_is_named_by_each_command(tmp_path):
+    """resume=, evaluate= and the benchmark scripts share one check for a run's saved config."""
+    from recipes.evaluate import load_agent
+    from recipes.train import resume_config
+
+    with pytest.raises(ConfigError, match=r"^resume: .* is not a run directory \(no config.yaml\)"):
+        resume_config(tmp_path, ["train.steps=10"])
+    with pytest.raises(ConfigError, match=r"^evaluate: .* is not a run directory"):
+        load_agent(tmp_path, "last.ckpt", 10_000, "evaluate")
