@@ -61,6 +61,7 @@ class TrainConfig:
     train_ratio: float = 156.25
     prefill: int = 200_000
     pretrain: int = 1
+    world_model_pretrain: int = 0
     num_envs: int = 1
     async_envs: bool = False
     log_every: int = 100

@@ -6,6 +6,10 @@ One training step is one update on a replayed ``[B, T]`` batch:
 2. behavior: imagine ``horizon`` steps from every posterior state -> actor and critic optimizers
 3. every ``slow_critic_every`` updates, refresh the slow critic
 
+The first ``world_model_pretrain`` updates (``train.world_model_pretrain``; 0 in
+the paper's recipes) stop after step 1: they teach the world model the prefill
+data at about half the cost of a full update, before the actor learns from it.
+
 The batches come from :class:`recipes.experience.Experience`, which steps the
 environments with :meth:`policy` between updates (train ratio). Lightning gives
 the loop, precision, devices, checkpoints and loggers; optimization is manual.
@@ -48,12 +52,14 @@ class Dreamer(L.LightningModule):
         env_info,
         log_every: int = 100,
         nonfinite: str = "stop",
+        world_model_pretrain: int = 0,
     ):
         super().__init__()
         if nonfinite not in NONFINITE:
             raise ConfigError(f"train.nonfinite: unknown {nonfinite!r}; valid: {', '.join(NONFINITE)}")
         self.automatic_optimization = False
         self.model_cfg, self.behavior_cfg, self.log_every, self.nonfinite = model, behavior, log_every, nonfinite
+        self.world_model_pretrain = world_model_pretrain
         self.world_model = WorldModel(model, components, env_info.obs_space, env_info.action_dim, behavior.discount)
         self.behavior = Behavior(
             behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
@@ -61,11 +67,13 @@ class Dreamer(L.LightningModule):
         self.env_info = env_info
         self.experience = None  # attached by recipes.train before fitting
         self.skipped_updates = 0
+        self.updates_made = 0
         self._agent_state = None
 
     @property
     def updates(self) -> int:
-        """Gradient updates so far (counted by the experience pipeline that schedules them)."""
+        """Batches the experience pipeline has scheduled: ``updates_made`` plus the one Lightning fetches
+        ahead of the update it is making (none after the last)."""
         return self.experience.updates if self.experience is not None else 0
 
     # -- acting ---------------------------------------------------------------------------------
@@ -101,22 +109,26 @@ class Dreamer(L.LightningModule):
 
     def training_step(self, batch: TensorDict, batch_idx: int):
         model_opt, actor_opt, critic_opt = self.optimizers()
+        self.updates_made += 1
         with record_function("world_model.forward"):
             model_loss, post, metrics = self.world_model.loss(batch)
         if not self._finite({**metrics, "model/loss": model_loss}, "model/"):
             return
         self._step("world_model", model_opt, model_loss, self.model_cfg.opt.clip)
+        if self.updates_made <= self.world_model_pretrain:
+            self._log(metrics)
+            return
 
         with record_function("imagine.forward"):
             actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
-                self.world_model, post, batch["is_terminal"], self.updates
+                self.world_model, post, batch["is_terminal"], self.updates_made
             )
         losses = {"behavior/actor_loss": actor_loss, "behavior/critic_loss": critic_loss}
         if not self._finite({**behavior_metrics, **losses}, "behavior/"):
             return
         self._step("actor", actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step("critic", critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
-        self.behavior.update_slow_critic(self.updates)
+        self.behavior.update_slow_critic(self.updates_made)
         metrics.update(behavior_metrics)
         self._log(metrics)
 
@@ -126,7 +138,7 @@ class Dreamer(L.LightningModule):
         if torch.stack(list(losses.values())).isfinite().all():  # one host sync per loss group
             return True
         bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v))
-        where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.global_steps})"
+        where = f"non-finite {bad} at update {self.updates_made} (agent step {self.experience.global_steps})"
         if self.nonfinite == "stop":
             raise NonFiniteLoss(f"{where}; training stopped, the last good checkpoint is kept")
         self.skipped_updates += 1
@@ -141,7 +153,7 @@ class Dreamer(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
         state = {"experience": self.experience.state_dict(), "skipped_updates": self.skipped_updates,
-                 "torch_rng": torch.get_rng_state()}
+                 "updates_made": self.updates_made, "torch_rng": torch.get_rng_state()}
         ranks = [state]
         if self.trainer.world_size > 1:
             ranks = [None] * self.trainer.world_size
@@ -158,11 +170,12 @@ class Dreamer(L.LightningModule):
         state = ranks[self.trainer.global_rank]
         self.experience.load_state_dict(state["experience"])
         self.skipped_updates = state["skipped_updates"]
+        self.updates_made = state.get("updates_made", self.experience.updates)  # older checkpoints: the batch count
         torch.set_rng_state(state["torch_rng"])
 
     def _log(self, metrics: dict) -> None:
         exp = self.experience
-        bar = {"env_steps": float(exp.global_steps), "updates": float(self.updates), "fps": exp.fps}
+        bar = {"env_steps": float(exp.global_steps), "updates": float(self.updates_made), "fps": exp.fps}
         if not math.isnan(exp.last_return):
             bar["return"] = exp.last_return
         self.log_dict(bar, prog_bar=True, logger=False, batch_size=1)
@@ -174,7 +187,7 @@ class Dreamer(L.LightningModule):
                 {"episode/return": ret, "episode/length": length},
                 step=steps * exp.world_size * self.env_info.action_repeat,
             )
-        if self.updates % self.log_every == 0:
+        if self.updates_made % self.log_every == 0:
             scalars = {k: float(v) for k, v in metrics.items()}
-            scalars.update({"train/updates": self.updates, "train/env_steps": exp.global_steps, "train/fps": exp.fps})
+            scalars.update({"train/updates": self.updates_made, "train/env_steps": exp.global_steps, "train/fps": exp.fps})
             self.logger.log_metrics(scalars, step=exp.frames)

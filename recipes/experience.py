@@ -5,9 +5,11 @@ reward that came with it (both zero at an episode start, where ``is_first`` is
 set), as the RSSM expects.
 
 Interleaving: every update replays ``batch * length`` steps; updates are due
-while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``.
+while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``,
+where ``pretrain`` counts ``train.pretrain + train.world_model_pretrain``.
 Before the first update, ``prefill`` agent steps are collected with uniform
-random actions; the ``pretrain`` updates follow at once.
+random actions; the pretrain updates follow at once (the agent decides which of
+them train the world model alone).
 
 In data-parallel training every rank runs this pipeline on its own environments
 and replay shard; ``train.steps`` and ``train.prefill`` are global budgets split
@@ -152,7 +154,7 @@ class Experience:
     def _replay_budget(self, agent_steps: int) -> float:
         """Replayed steps the train ratio allows at ``agent_steps`` (pretrain updates included)."""
         c = self.cfg
-        return c.train_ratio * max(agent_steps - self.prefill, 0) + c.pretrain * c.batch * c.length
+        return c.train_ratio * max(agent_steps - self.prefill, 0) + (c.pretrain + c.world_model_pretrain) * c.batch * c.length
 
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
         """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""

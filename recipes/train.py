@@ -48,6 +48,7 @@ RANGES = [
     ("train.num_envs", lambda v: v >= 1, ">= 1"),
     ("train.log_every", lambda v: v >= 1, ">= 1"),
     ("train.pretrain", lambda v: v >= 0, ">= 0"),
+    ("train.world_model_pretrain", lambda v: v >= 0, ">= 0 (0 = off, the paper's setting)"),
     ("train.train_ratio", lambda v: v > 0 and math.isfinite(v), "a positive number"),
     ("train.checkpoint_every", lambda v: v >= 1, ">= 1"),
     ("train.checkpoint_minutes", lambda v: v > 0, "> 0"),
@@ -237,7 +238,8 @@ def build(cfg: DictConfig):
     )
     experience = Experience(make_envs, info, replay, run.train, seed, world_size=world)
     module = registry.get("recipe", run.recipe).target(
-        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite
+        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite,
+        world_model_pretrain=run.train.world_model_pretrain,
     )
     if run.train.compile:
         module.world_model.rssm.compile_steps()

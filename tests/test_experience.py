@@ -62,3 +62,11 @@ def test_train_ratio_sets_replayed_steps_per_agent_step():
     bar.on_train_epoch_start(SimpleNamespace(current_epoch=1))
     assert bar.train_progress_bar.desc.startswith("Training") and bar.train_progress_bar.total == 2 * 60
     bar.train_progress_bar.close()
+
+
+def test_world_model_pretrain_updates_follow_the_prefill_with_the_pretrain_ones():
+    cfg = TrainConfig(batch=4, length=8, train_ratio=64, prefill=40, pretrain=3, world_model_pretrain=5, steps=100)
+    exp = _experience(cfg)
+    steps_at_update = [exp.agent_steps for _ in exp.batches(policy=lambda obs: exp.random_action())]
+    assert steps_at_update[:8] == [40] * 8 and steps_at_update[8] > 40
+    assert len(steps_at_update) == exp.total_updates == 3 + 5 + 2 * (exp.agent_steps - cfg.prefill)

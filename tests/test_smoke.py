@@ -142,3 +142,28 @@ def test_periodic_eval_and_open_loop_videos(make_cfg):
 
     frames = imageio.mimread(gifs[0])
     assert len(frames) == cfg.train.length and frames[0].shape[:2] == (3 * 64, 4 * 64)  # truth/model/error x 4
+
+
+def test_world_model_pretrain_updates_leave_the_actor_and_critic_alone(make_cfg, monkeypatch):
+    from recipes.behavior import Behavior
+    from recipes.world_model import WorldModel
+
+    calls = {"world_model": 0, "behavior": []}
+    model_loss, behavior_loss = WorldModel.loss, Behavior.loss
+
+    def count_model(self, batch):
+        calls["world_model"] += 1
+        return model_loss(self, batch)
+
+    def count_behavior(self, world_model, post, is_terminal, updates):
+        calls["behavior"].append(updates)
+        return behavior_loss(self, world_model, post, is_terminal, updates)
+
+    monkeypatch.setattr(WorldModel, "loss", count_model)
+    monkeypatch.setattr(Behavior, "loss", count_behavior)
+    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "train.world_model_pretrain=4")
+    summary = train(cfg)
+    assert summary["updates"] == calls["world_model"] == 4 + math.ceil(
+        cfg.train.pretrain + cfg.train.train_ratio * (summary["agent_steps"] - cfg.train.prefill) / (cfg.train.batch * cfg.train.length)
+    )
+    assert calls["behavior"] == list(range(5, summary["updates"] + 1))
