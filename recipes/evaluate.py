@@ -170,7 +170,7 @@ class PeriodicEval(Callback):
         with open(self.episodes_path, "a") as f:
             f.writelines(f"{exp.frames},{exp.global_steps},{i},{ret}\n" for i, ret in enumerate(returns))
         with open(self.path, "a") as f:
-            f.write(f"{exp.frames},{exp.global_steps},{exp.updates},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
+            f.write(f"{exp.frames},{exp.global_steps},{pl_module.updates_made},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
         if trainer.logger:
             trainer.logger.log_metrics({"eval/return": mean}, step=exp.frames)
 

@@ -17,12 +17,12 @@ class VideoPredictions(Callback):
         self.directory = Path(run_dir) / "videos"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.is_global_zero or pl_module.updates % self.every or "image" not in pl_module.env_info.obs_space:
+        if not trainer.is_global_zero or pl_module.updates_made % self.every or "image" not in pl_module.env_info.obs_space:
             return
         sample = pl_module.experience.replay.sample(self.sequences).to(pl_module.device)
         video = pl_module.world_model.open_loop(sample, self.context).numpy()
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"openloop_{pl_module.updates:08d}.gif"
+        path = self.directory / f"openloop_{pl_module.updates_made:08d}.gif"
         imageio.mimsave(path, list(video.squeeze(-1) if video.shape[-1] == 1 else video), duration=1 / 15)
         step = pl_module.experience.frames
         if isinstance(trainer.logger, TensorBoardLogger):
