@@ -8,10 +8,12 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # a benchmark script's own check: a minute of training
 def test_throughput_profile_prints_the_phases_and_the_flops_of_an_update():
     cmd = [sys.executable, "benchmarks/throughput.py", "--recipe", "dreamerv2_cartpole", "--sizes", "tiny",
            "--batch", "4", "--length", "8", "--updates", "3", "--warmup", "1", "--profile", "--flops"]
@@ -46,6 +48,7 @@ def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(
         assert expected in overrides
 
 
+@pytest.mark.slow  # a benchmark script's own check: a minute of training
 def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path):
     run_dir = tmp_path / "run"
     trained = subprocess.run([sys.executable, "run.py", "recipe=dreamerv2_dmc", "debug=smoke", "logger=none",

@@ -276,6 +276,7 @@ def make_dying(cfg: DyingConfig, seed: int = 0):
     return Flags(Dying(cfg.die_at))
 
 
+@pytest.mark.slow  # worker processes; test_a_crashing_environment_is_restarted covers the restart in process
 def test_a_dead_env_worker_process_is_restarted(make_cfg, monkeypatch):
     monkeypatch.delenv("DK_TEST_DIE_ONCE", raising=False)
     cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", "train.steps=120",

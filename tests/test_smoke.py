@@ -91,7 +91,7 @@ def test_run_py_reports_config_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])  # same sweep, another launcher
 def test_multirun_sweep_and_its_summary(tmp_path, launcher):
     proc = subprocess.run(
         [sys.executable, "run.py", "-m", "recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv",
