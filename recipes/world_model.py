@@ -81,6 +81,7 @@ class WorldModel(nn.Module):
         """The decoder's mean ``image`` for ``features [B, T, F]``, in [0, 1] pixel units (not clamped)."""
         return self.decoder(features)["image"].mean + 0.5
 
+    @torch.no_grad()
     def open_loop(self, batch, context: int = 5) -> torch.Tensor:
         """Open-loop video prediction of the ``image`` key, in the official layout.
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from recipes.train import train
 
@@ -142,6 +143,27 @@ def test_periodic_eval_and_open_loop_videos(make_cfg):
 
     frames = imageio.mimread(gifs[0])
     assert len(frames) == cfg.train.length and frames[0].shape[:2] == (3 * 64, 4 * 64)  # truth/model/error x 4
+
+
+def test_open_loop_prediction_builds_no_autograd_graph(make_cfg):
+    from recipes.train import build
+
+    module, experience, _ = build(make_cfg("recipe=dreamerv2_dmc", "debug=smoke", "logger=none"))
+    while experience.replay.steps < 20:
+        experience.step(None)
+    batch = experience.replay.sample(2)
+    experience.close()
+    rssm, grad_enabled = module.world_model.rssm, []
+    img_step = rssm.img_step
+
+    def recording(*args, **kwargs):
+        grad_enabled.append(torch.is_grad_enabled())
+        return img_step(*args, **kwargs)
+
+    rssm.img_step = recording
+    video = module.world_model.open_loop(batch, context=5)
+    assert video.dtype == torch.uint8 and len(grad_enabled) == batch["action"].shape[1] - 5
+    assert not any(grad_enabled)
 
 
 def test_world_model_pretrain_updates_leave_the_actor_and_critic_alone(make_cfg, monkeypatch):
