@@ -1,7 +1,7 @@
 """dreamerkit entry point: compose the Hydra config and hand it to recipes.train.
 
-    python run.py recipe=dreamerv2_atari latent=categorical
-    python run.py -m recipe=dreamerv2_atari latent=categorical,gaussian seed=0,1,2
+python run.py recipe=dreamerv2_atari latent=categorical
+python run.py -m recipe=dreamerv2_atari latent=categorical,gaussian seed=0,1,2
 """
 
 import hydra

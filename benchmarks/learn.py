@@ -1,6 +1,7 @@
 """Learning benchmark: train a recipe with periodic evaluation, then plot it beside the official curve.
 
-    python benchmarks/learn.py --name balance recipe=dreamerv2_dmc env.task=cartpole_balance size=small train.steps=50000
+    python benchmarks/learn.py --name balance recipe=dreamerv2_dmc env.task=cartpole_balance size=small \
+        train.steps=50000
     python benchmarks/learn.py --plot runs/learn/balance          # plot an existing (or running) run
 
 Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
@@ -50,22 +51,34 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
     task = official_task(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = [float(r["frames"]) for r in rows]
-    line, = ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label="dreamerkit (eval, policy mode)")
+    (line,) = ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label="dreamerkit (eval, policy mode)")
     if (run_dir / "eval" / "episodes.csv").exists():  # absent in runs from before it was written
         by_frames: dict[float, list[float]] = {}
         for r in read_csv(run_dir / "eval" / "episodes.csv"):
             by_frames.setdefault(float(r["frames"]), []).append(float(r["return"]))
         ex = sorted(by_frames)
-        ax.fill_between(ex, [min(by_frames[f]) for f in ex], [max(by_frames[f]) for f in ex], color=line.get_color(),
-                        alpha=0.2, label="dreamerkit (eval episodes, min-max)")
+        ax.fill_between(
+            ex,
+            [min(by_frames[f]) for f in ex],
+            [max(by_frames[f]) for f in ex],
+            color=line.get_color(),
+            alpha=0.2,
+            label="dreamerkit (eval episodes, min-max)",
+        )
     ax.plot(x, [float(r["train_return"]) for r in rows], ".", alpha=0.5, label="dreamerkit (last train episode)")
     if official.exists():
         ref = [r for r in read_csv(official) if r["task"] == task]
         if ref:
             rx = [float(r["x"]) for r in ref]
             ax.plot(rx, [float(r["mean"]) for r in ref], "k--", label="official DreamerV2 mean")
-            ax.fill_between(rx, [float(r["min"]) for r in ref], [float(r["max"]) for r in ref], color="k", alpha=0.12,
-                            label="official min-max")
+            ax.fill_between(
+                rx,
+                [float(r["min"]) for r in ref],
+                [float(r["max"]) for r in ref],
+                color="k",
+                alpha=0.12,
+                label="official min-max",
+            )
             ax.set_xlim(0, max(x[-1] if x else 1, 1) * 1.05)
     ax.set_xlabel("environment frames" if task.startswith("atari") else "environment steps")
     ax.set_ylabel("episode return")
@@ -84,9 +97,11 @@ def summary(run_dir: Path) -> str:
         return "no evaluation yet"
     last = rows[-1]
     wall = float(last["wall_s"])
-    return (f"frames {int(float(last['frames']))}: eval return {float(last['eval_return']):.1f}, "
-            f"{int(last['updates'])} updates in {wall / 60:.1f} min "
-            f"({int(last['updates']) / wall:.2f} updates/s, {int(last['agent_steps']) / wall:.1f} agent steps/s)")
+    return (
+        f"frames {int(float(last['frames']))}: eval return {float(last['eval_return']):.1f}, "
+        f"{int(last['updates'])} updates in {wall / 60:.1f} min "
+        f"({int(last['updates']) / wall:.2f} updates/s, {int(last['agent_steps']) / wall:.1f} agent steps/s)"
+    )
 
 
 def train(cmd: list[str]) -> int:
@@ -107,8 +122,14 @@ def main() -> None:
     run_dir, returncode = args.plot, 0
     if run_dir is None:
         run_dir = ROOT / "runs" / "learn" / args.name
-        cmd = [sys.executable, str(ROOT / "run.py"), *args.overrides, f"eval.every={args.eval_every}",
-               f"eval.during_episodes={args.eval_episodes}", f"hydra.run.dir={run_dir}"]
+        cmd = [
+            sys.executable,
+            str(ROOT / "run.py"),
+            *args.overrides,
+            f"eval.every={args.eval_every}",
+            f"eval.during_episodes={args.eval_episodes}",
+            f"hydra.run.dir={run_dir}",
+        ]
         print("running:", " ".join(cmd), flush=True)
         returncode = train(cmd)
     print(f"curve: {plot(run_dir)}")

@@ -54,8 +54,12 @@ def episode(module, env, seed: int) -> dict:
         env_action = int(action[0].argmax()) if module.env_info.discrete else action[0].numpy()
         obs, reward, terminated, truncated, _ = env.step(env_action)
         if terminated or truncated:
-            return {"frames": torch.stack(frames), "recons": torch.stack(recons),
-                    "rewards": np.asarray(rewards + [reward]), "predicted": np.asarray(predicted)}
+            return {
+                "frames": torch.stack(frames),
+                "recons": torch.stack(recons),
+                "rewards": np.asarray(rewards + [reward]),
+                "predicted": np.asarray(predicted),
+            }
 
 
 def errors(frames: torch.Tensor, recons: torch.Tensor, threshold: float) -> dict[str, float]:
@@ -68,9 +72,12 @@ def errors(frames: torch.Tensor, recons: torch.Tensor, threshold: float) -> dict
     foreground = (frames - median).abs().sum(1) > threshold  # [T, H, W]
     err = (recons - frames).square().sum(1)
     nan = float("nan")
-    return {"foreground_err": float(err[foreground].mean()) if foreground.any() else nan,
-            "median_err": float((median - frames).square().sum(1)[foreground].mean()) if foreground.any() else nan,
-            "background_err": float(err[~foreground].mean()), "foreground_share": float(foreground.float().mean())}
+    return {
+        "foreground_err": float(err[foreground].mean()) if foreground.any() else nan,
+        "median_err": float((median - frames).square().sum(1)[foreground].mean()) if foreground.any() else nan,
+        "background_err": float(err[~foreground].mean()),
+        "foreground_share": float(foreground.float().mean()),
+    }
 
 
 def strip(frames: torch.Tensor, recons: torch.Tensor, every: int, scale: int = 3) -> np.ndarray:
@@ -95,15 +102,21 @@ def main() -> None:
         raise ConfigError(f"{args.run_dir}: its env has no image observation, so there is nothing to reconstruct")
     out = args.run_dir / "reconstructions"
     out.mkdir(exist_ok=True)
-    print(f"# {args.run_dir} {args.checkpoint}: foreground = pixels off the episode's median frame by > {args.threshold}")
+    print(
+        f"# {args.run_dir} {args.checkpoint}: foreground = pixels off the episode's median frame by > {args.threshold}"
+    )
     print("episode  return  steps  reward_mae  foreground_err  median_err  background_err  foreground_share")
     for i in range(args.episodes):
         ep = episode(module, env, run.seed + 30_000 + i)
         e = errors(ep["frames"], ep["recons"], args.threshold)
         mae = float(np.abs(ep["predicted"] - ep["rewards"][:-1]).mean()) if len(ep["predicted"]) else float("nan")
-        print(f"{i:7d}  {ep['rewards'].sum():6.1f}  {len(ep['frames']):5d}  {mae:10.3f}  {e['foreground_err']:14.4f}  "
-              f"{e['median_err']:10.4f}  {e['background_err']:14.5f}  {e['foreground_share']:16.4f}")
-        imageio.imwrite(out / f"{Path(args.checkpoint).stem}_episode{i}.png", strip(ep["frames"], ep["recons"], args.every))
+        print(
+            f"{i:7d}  {ep['rewards'].sum():6.1f}  {len(ep['frames']):5d}  {mae:10.3f}  {e['foreground_err']:14.4f}  "
+            f"{e['median_err']:10.4f}  {e['background_err']:14.5f}  {e['foreground_share']:16.4f}"
+        )
+        imageio.imwrite(
+            out / f"{Path(args.checkpoint).stem}_episode{i}.png", strip(ep["frames"], ep["recons"], args.every)
+        )
     env.close()
     print(f"images: {out}")
 

@@ -34,8 +34,9 @@ def step(first: bool) -> TensorDict:
 
 def measure(name: str, args: argparse.Namespace) -> tuple[float, float]:
     """Median and 90th-percentile milliseconds per sample of replay ``name``."""
-    replay = registry.build("replay", {"name": name, "capacity": args.steps}, path="replay",
-                            num_envs=1, length=args.length)
+    replay = registry.build(
+        "replay", {"name": name, "capacity": args.steps}, path="replay", num_envs=1, length=args.length
+    )
     first, other = step(True), step(False)
     for t in range(args.steps):
         replay.add(first if t % args.episode == 0 else other)
@@ -61,8 +62,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args()
     print(f"# hardware: {hardware()}")
-    print(f"# {args.steps} stored steps, episodes of {args.episode}, batch {args.batch} x {args.length}, "
-          f"a sample every {args.every} writes")
+    print(
+        f"# {args.steps} stored steps, episodes of {args.episode}, batch {args.batch} x {args.length}, "
+        f"a sample every {args.every} writes"
+    )
     print(f"{'replay':<18}{'median ms':>10}{'p90 ms':>10}")
     for name in args.replay:
         median, p90 = measure(name, args)

@@ -10,9 +10,10 @@ Both sides train DreamerV2 on DMC cartpole_balance from 64x64 RGB pixels (camera
 repeat 2, 1000 env steps per episode), batch 16 x 50, imagination horizon 15, on the CPU, with
 ``--threads`` torch threads (default: ``$OMP_NUM_THREADS``, else the usable cores), fp32 or
 ``--precision bf16-mixed`` (SheepRL too, unless ``--sheeprl-precision`` says otherwise: each at its
-fastest setting, or dreamerkit's bf16 beside SheepRL's default fp32). Each side fills its replay with 50 random agent steps, then does one update per
-agent step; ``--warmup`` updates are run untimed, then ``--updates`` are timed. One update is the
-world model, actor and critic losses, backward passes and optimizer steps.
+fastest setting, or dreamerkit's bf16 beside SheepRL's default fp32). Each side fills its replay
+with 50 random agent steps, then does one update per agent step; ``--warmup`` updates are run
+untimed, then ``--updates`` are timed. One update is the world model, actor and critic losses,
+backward passes and optimizer steps.
 
 SheepRL runs in its own virtual environment (``--venv``, default ``runs/sheeprl-venv``), created
 with ``python -m venv`` on the first run and reused after; dreamerkit never imports it. It holds
@@ -99,26 +100,55 @@ def sheeprl_overrides(size: dict, args: argparse.Namespace, run_dir: Path) -> li
     """SheepRL's command-line overrides for ``size`` (a conf/size preset) and the timed schedule."""
     wm = "algo.world_model"
     return [
-        "exp=dreamer_v2", "env=dmc", "env.wrapper.domain_name=cartpole", "env.wrapper.task_name=balance",
-        "env.wrapper.from_pixels=True", "env.wrapper.from_vectors=False", "env.action_repeat=2",
-        "env.max_episode_steps=500", "env.num_envs=1", "env.sync_env=True", "env.capture_video=False",
-        "algo.cnn_keys.encoder=[rgb]", "algo.mlp_keys.encoder=[]",
-        f"algo.per_rank_batch_size={BATCH}", f"algo.per_rank_sequence_length={LENGTH}", f"algo.horizon={HORIZON}",
+        "exp=dreamer_v2",
+        "env=dmc",
+        "env.wrapper.domain_name=cartpole",
+        "env.wrapper.task_name=balance",
+        "env.wrapper.from_pixels=True",
+        "env.wrapper.from_vectors=False",
+        "env.action_repeat=2",
+        "env.max_episode_steps=500",
+        "env.num_envs=1",
+        "env.sync_env=True",
+        "env.capture_video=False",
+        "algo.cnn_keys.encoder=[rgb]",
+        "algo.mlp_keys.encoder=[]",
+        f"algo.per_rank_batch_size={BATCH}",
+        f"algo.per_rank_sequence_length={LENGTH}",
+        f"algo.horizon={HORIZON}",
         # PREFILL random steps, then one update per agent step: exactly warmup + updates of them
-        f"algo.learning_starts={PREFILL}", "algo.per_rank_pretrain_steps=0", "algo.replay_ratio=1",
-        f"algo.total_steps={PREFILL + args.warmup + args.updates - 1}", "algo.run_test=False",
+        f"algo.learning_starts={PREFILL}",
+        "algo.per_rank_pretrain_steps=0",
+        "algo.replay_ratio=1",
+        f"algo.total_steps={PREFILL + args.warmup + args.updates - 1}",
+        "algo.run_test=False",
         f"{wm}.recurrent_model.recurrent_state_size={size['deter']}",
         f"{wm}.transition_model.hidden_size={size['hidden']}",
         f"{wm}.representation_model.hidden_size={size['hidden']}",
-        f"{wm}.stochastic_size={size['stoch']}", f"{wm}.discrete_size={size['classes']}",
+        f"{wm}.stochastic_size={size['stoch']}",
+        f"{wm}.discrete_size={size['classes']}",
         f"{wm}.encoder.cnn_channels_multiplier={size['cnn_depth']}",
-        f"algo.mlp_layers={size['mlp_layers']}", f"algo.dense_units={size['mlp_units']}",
-        "algo.layer_norm=True", f"{wm}.encoder.layer_norm=False", f"{wm}.observation_model.layer_norm=False",
-        "buffer.size=20000", "buffer.memmap=False", "buffer.checkpoint=False",
-        "checkpoint.every=0", "checkpoint.save_last=False", "model_manager.disabled=True",
-        "metric.log_every=1000000000", "fabric.accelerator=cpu", "fabric.devices=1",
-        f"fabric.precision={args.sheeprl_precision}", f"num_threads={args.threads}", "float32_matmul_precision=highest",
-        "seed=0", "run_name=bench", f"log_root={run_dir / 'logs'}", f"hydra.run.dir={run_dir / 'hydra'}",
+        f"algo.mlp_layers={size['mlp_layers']}",
+        f"algo.dense_units={size['mlp_units']}",
+        "algo.layer_norm=True",
+        f"{wm}.encoder.layer_norm=False",
+        f"{wm}.observation_model.layer_norm=False",
+        "buffer.size=20000",
+        "buffer.memmap=False",
+        "buffer.checkpoint=False",
+        "checkpoint.every=0",
+        "checkpoint.save_last=False",
+        "model_manager.disabled=True",
+        "metric.log_every=1000000000",
+        "fabric.accelerator=cpu",
+        "fabric.devices=1",
+        f"fabric.precision={args.sheeprl_precision}",
+        f"num_threads={args.threads}",
+        "float32_matmul_precision=highest",
+        "seed=0",
+        "run_name=bench",
+        f"log_root={run_dir / 'logs'}",
+        f"hydra.run.dir={run_dir / 'hydra'}",
     ]
 
 
@@ -150,12 +180,21 @@ def sheeprl_worker(spec: dict) -> None:
     expected = spec["warmup"] + spec["updates"]
     if len(times) != expected:
         raise SystemExit(f"SheepRL ran {len(times)} updates, expected {expected}")
-    timed = times[spec["warmup"]:]
-    print(RESULT + json.dumps({
-        "updates_s": len(timed) / sum(timed), "params_M": seen["params"] / 1e6,
-        "threads": seen["threads"], "torch": torch.__version__,
-        "sheeprl": importlib.metadata.version("sheeprl"), "lightning": importlib.metadata.version("lightning"),
-    }), flush=True)
+    timed = times[spec["warmup"] :]
+    print(
+        RESULT
+        + json.dumps(
+            {
+                "updates_s": len(timed) / sum(timed),
+                "params_M": seen["params"] / 1e6,
+                "threads": seen["threads"],
+                "torch": torch.__version__,
+                "sheeprl": importlib.metadata.version("sheeprl"),
+                "lightning": importlib.metadata.version("lightning"),
+            }
+        ),
+        flush=True,
+    )
 
 
 def run_logged(cmd: list[str], env: dict, cwd: Path, what: str) -> str:
@@ -173,20 +212,43 @@ def measure_sheeprl(python: Path, size: str, args: argparse.Namespace, env: dict
 
     preset = yaml.safe_load((ROOT / "conf" / "size" / f"{size}.yaml").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        spec = {"overrides": sheeprl_overrides(preset, args, Path(tmp)), "threads": args.threads,
-                "warmup": args.warmup, "updates": args.updates}
+        spec = {
+            "overrides": sheeprl_overrides(preset, args, Path(tmp)),
+            "threads": args.threads,
+            "warmup": args.warmup,
+            "updates": args.updates,
+        }
         stdout = run_logged([str(python), __file__, "--worker", json.dumps(spec)], env, Path(tmp), f"SheepRL {size}")
-    return json.loads(next(l for l in stdout.splitlines() if l.startswith(RESULT))[len(RESULT):])
+    return json.loads(next(line for line in stdout.splitlines() if line.startswith(RESULT))[len(RESULT) :])
 
 
 def measure_dreamerkit(size: str, args: argparse.Namespace, env: dict) -> dict:
     """dreamerkit's updates/s at ``size``, from ``benchmarks/throughput.py``'s table."""
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--recipe", "dreamerv2_dmc", "--sizes", size,
-           "--batch", str(BATCH), "--length", str(LENGTH), "--horizon", str(HORIZON), "--updates", str(args.updates),
-           "--warmup", str(args.warmup), "--precision", args.precision, "--accelerator", "cpu"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "throughput.py"),
+        "--recipe",
+        "dreamerv2_dmc",
+        "--sizes",
+        size,
+        "--batch",
+        str(BATCH),
+        "--length",
+        str(LENGTH),
+        "--horizon",
+        str(HORIZON),
+        "--updates",
+        str(args.updates),
+        "--warmup",
+        str(args.warmup),
+        "--precision",
+        args.precision,
+        "--accelerator",
+        "cpu",
+    ]
     lines = run_logged(cmd, env, ROOT, f"dreamerkit {size}").splitlines()
-    hardware = next(l.split(":", 1)[1].strip() for l in lines if l.startswith("# hardware:"))
-    row = next(l.split() for l in lines if l.split()[:1] == [size])
+    hardware = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("# hardware:"))
+    row = next(line.split() for line in lines if line.split()[:1] == [size])
     return {"updates_s": float(row[2]), "params_M": float(row[1]), "hardware": hardware}
 
 
@@ -197,11 +259,18 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=5, help="timed updates on each side")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates before them")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    parser.add_argument("--sheeprl-precision", choices=["32-true", "bf16-mixed"],
-                        help="SheepRL's precision when it differs from dreamerkit's (default: --precision)")
+    parser.add_argument(
+        "--sheeprl-precision",
+        choices=["32-true", "bf16-mixed"],
+        help="SheepRL's precision when it differs from dreamerkit's (default: --precision)",
+    )
     threads = int(os.environ.get("OMP_NUM_THREADS") or len(os.sched_getaffinity(0)))
-    parser.add_argument("--threads", type=int, default=threads,
-                        help="torch threads on both sides (default: $OMP_NUM_THREADS, else the usable cores)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=threads,
+        help="torch threads on both sides (default: $OMP_NUM_THREADS, else the usable cores)",
+    )
     parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "sheeprl-venv")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,17 +293,25 @@ def main() -> None:
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
     theirs = rows[0][1]
-    print(f"# DreamerV2, DMC cartpole_balance 64x64 RGB, batch {BATCH} x {LENGTH}, horizon {HORIZON}, "
-          f"{args.updates} timed updates after {args.warmup} warm-up, "
-          f"precision: SheepRL {args.sheeprl_precision}, dreamerkit {args.precision}")
+    print(
+        f"# DreamerV2, DMC cartpole_balance 64x64 RGB, batch {BATCH} x {LENGTH}, horizon {HORIZON}, "
+        f"{args.updates} timed updates after {args.warmup} warm-up, "
+        f"precision: SheepRL {args.sheeprl_precision}, dreamerkit {args.precision}"
+    )
     print(f"# hardware: {rows[0][2]['hardware']}")
-    print(f"# dreamerkit {commit.strip() or '?'}; SheepRL {theirs['sheeprl']} in {args.venv} "
-          f"(torch {theirs['torch']}, lightning {theirs['lightning']}, {theirs['threads']} threads)")
-    print(f"{'size':<7}{'sheeprl prec':>13}{'dreamerkit prec':>16}{'sheeprl params(M)':>19}{'dreamerkit params(M)':>22}"
-          f"{'sheeprl updates/s':>19}{'dreamerkit updates/s':>22}{'dreamerkit/sheeprl':>20}")
+    print(
+        f"# dreamerkit {commit.strip() or '?'}; SheepRL {theirs['sheeprl']} in {args.venv} "
+        f"(torch {theirs['torch']}, lightning {theirs['lightning']}, {theirs['threads']} threads)"
+    )
+    print(
+        f"{'size':<7}{'sheeprl prec':>13}{'dreamerkit prec':>16}{'sheeprl params(M)':>19}{'dreamerkit params(M)':>22}"
+        f"{'sheeprl updates/s':>19}{'dreamerkit updates/s':>22}{'dreamerkit/sheeprl':>20}"
+    )
     for size, theirs, ours in rows:
-        print(f"{size:<7}{args.sheeprl_precision:>13}{args.precision:>16}{theirs['params_M']:>19.2f}{ours['params_M']:>22.2f}"
-              f"{theirs['updates_s']:>19.3f}{ours['updates_s']:>22.3f}{ours['updates_s'] / theirs['updates_s']:>20.2f}")
+        print(
+            f"{size:<7}{args.sheeprl_precision:>13}{args.precision:>16}{theirs['params_M']:>19.2f}{ours['params_M']:>22.2f}"
+            f"{theirs['updates_s']:>19.3f}{ours['updates_s']:>22.3f}{ours['updates_s'] / theirs['updates_s']:>20.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,10 @@ def main() -> None:
     print(f"{'setting':<{width}}  seeds    mean     std      min      max")
     for name, values in groups.items():
         std = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"{name:<{width}}  {len(values):>5} {statistics.fmean(values):>7.1f} {std:>7.1f} {min(values):>8.1f} {max(values):>8.1f}")
+        print(
+            f"{name:<{width}}  {len(values):>5} {statistics.fmean(values):>7.1f} {std:>7.1f} "
+            f"{min(values):>8.1f} {max(values):>8.1f}"
+        )
     import matplotlib
 
     matplotlib.use("Agg")

@@ -36,16 +36,26 @@ sys.path.insert(0, str(ROOT))
 
 from recipes.config import register_schema  # noqa: E402
 
-
-PHASES = ("world_model.forward", "world_model.backward", "world_model.optimizer", "imagine.forward",
-          "actor.backward", "actor.optimizer", "critic.backward", "critic.optimizer", "replay.sample", "collect")
+PHASES = (
+    "world_model.forward",
+    "world_model.backward",
+    "world_model.optimizer",
+    "imagine.forward",
+    "actor.backward",
+    "actor.optimizer",
+    "critic.backward",
+    "critic.optimizer",
+    "replay.sample",
+    "collect",
+)
 
 
 class UpdateTimer(Callback):
     """Times training steps after ``warmup`` of them (under ``profiler`` when one is given)."""
 
-    def __init__(self, warmup: int, profiler: torch.profiler.profile | None = None,
-                 flops: FlopCounterMode | None = None):
+    def __init__(
+        self, warmup: int, profiler: torch.profiler.profile | None = None, flops: FlopCounterMode | None = None
+    ):
         self.warmup, self.times, self._start, self.profiler, self.flops = warmup, [], None, profiler, flops
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -73,11 +83,12 @@ class UpdateTimer(Callback):
 def hardware() -> str:
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}; torch {torch.__version__}, python {platform.python_version()}"
+    versions = f"torch {torch.__version__}, python {platform.python_version()}"
+    return f"{cpu}, {torch.get_num_threads()} threads, {gpu}; {versions}"
 
 
 def measure(args, size: str, run_dir: Path) -> dict:
@@ -85,10 +96,21 @@ def measure(args, size: str, run_dir: Path) -> dict:
 
     b, t = args.batch, args.length
     overrides = [
-        f"recipe={args.recipe}", f"size={size}", "logger=none", "replay.storage=memory", "replay.capacity=20000",
-        f"train.batch={b}", f"train.length={t}", f"behavior.horizon={args.horizon}", f"train.prefill={t}",
-        "train.pretrain=0", f"train.train_ratio={b * t}", f"train.steps={t + args.warmup + args.updates}",
-        f"train.precision={args.precision}", f"train.accelerator={args.accelerator}", f"run_dir={run_dir}",
+        f"recipe={args.recipe}",
+        f"size={size}",
+        "logger=none",
+        "replay.storage=memory",
+        "replay.capacity=20000",
+        f"train.batch={b}",
+        f"train.length={t}",
+        f"behavior.horizon={args.horizon}",
+        f"train.prefill={t}",
+        "train.pretrain=0",
+        f"train.train_ratio={b * t}",
+        f"train.steps={t + args.warmup + args.updates}",
+        f"train.precision={args.precision}",
+        f"train.accelerator={args.accelerator}",
+        f"run_dir={run_dir}",
         *args.override,
     ]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -194,25 +216,32 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--profile", action="store_true", help="print a profiler table of the timed updates")
-    parser.add_argument("--flops", action="store_true",
-                        help="count the FLOPs of an update and print this machine's updates/s ceiling")
+    parser.add_argument(
+        "--flops", action="store_true", help="count the FLOPs of an update and print this machine's updates/s ceiling"
+    )
     parser.add_argument("override", nargs="*", help="extra Hydra overrides, e.g. env.task=walker_walk")
     args = parser.parse_args()
     if args.flops and args.warmup < 1:
         parser.error("--flops counts the last warm-up update: give --warmup 1 or more")
     register_schema()
-    print(f"# dreamerkit throughput: {args.recipe}, batch {args.batch} x {args.length}, horizon {args.horizon}, "
-          f"precision {args.precision}")
+    print(
+        f"# dreamerkit throughput: {args.recipe}, batch {args.batch} x {args.length}, horizon {args.horizon}, "
+        f"precision {args.precision}"
+    )
     print(f"# hardware: {hardware()}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             rows.append(measure(args, size, Path(tmp) / size))
-    print(f"{'size':<8}{'params(M)':>10}{'updates/s':>11}{'s/update':>10}{'imagined/s':>12}{'env steps/s':>13}"
-          f"{'host peak GB':>14}{'GPU peak GB':>13}")
+    print(
+        f"{'size':<8}{'params(M)':>10}{'updates/s':>11}{'s/update':>10}{'imagined/s':>12}{'env steps/s':>13}"
+        f"{'host peak GB':>14}{'GPU peak GB':>13}"
+    )
     for r in rows:
-        print(f"{r['size']:<8}{r['params_M']:>10.2f}{r['updates_s']:>11.3f}{1 / r['updates_s']:>10.2f}"
-              f"{r['imagined_s']:>12.0f}{r['env_steps_s']:>13.0f}{r['host_peak_GB']:>14.2f}{r['device_peak_GB']:>13.2f}")
+        print(
+            f"{r['size']:<8}{r['params_M']:>10.2f}{r['updates_s']:>11.3f}{1 / r['updates_s']:>10.2f}"
+            f"{r['imagined_s']:>12.0f}{r['env_steps_s']:>13.0f}{r['host_peak_GB']:>14.2f}{r['device_peak_GB']:>13.2f}"
+        )
 
 
 if __name__ == "__main__":

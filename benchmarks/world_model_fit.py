@@ -26,13 +26,14 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from reconstructions import errors  # noqa: E402
+
 import registry  # noqa: E402
 from components.envs import env_info  # noqa: E402
 from recipes.checkpoint import load_checkpoint  # noqa: E402
 from recipes.dreamer import adamw  # noqa: E402
 from recipes.train import saved_config, validate  # noqa: E402
 from recipes.world_model import WorldModel  # noqa: E402
-from reconstructions import errors  # noqa: E402
 
 MISSING = object()
 
@@ -62,15 +63,23 @@ def main() -> None:
     env = registry.build("env", components["env"], path="env", seed=run.seed)
     info = env_info(env)
     env.close()
-    replay = registry.build("replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
-                            directory=str(replay_dir), seed=args.seed)
+    replay = registry.build(
+        "replay",
+        components["replay"],
+        num_envs=run.train.num_envs,
+        length=run.train.length,
+        directory=str(replay_dir),
+        seed=args.seed,
+    )
     state = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["dreamer"]["ranks"][0]
     replay.load_state_dict(state["experience"]["replay"])
     model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
     optimizer = adamw(model.parameters(), run.model.opt)
     held = replay.sample(run.train.batch)
-    print(f"# {args.run_dir}: {replay.steps} stored steps, batch {run.train.batch} x {run.train.length}, "
-          f"overrides: {' '.join(args.override) or 'none'}")
+    print(
+        f"# {args.run_dir}: {replay.steps} stored steps, batch {run.train.batch} x {run.train.length}, "
+        f"overrides: {' '.join(args.override) or 'none'}"
+    )
     print("updates  image_loss  reward_loss      kl  foreground_err  median_err  background_err  seconds")
     start = time.time()
     for update in range(args.updates + 1):
@@ -80,9 +89,13 @@ def main() -> None:
                 recon = model.decode_image(model.rssm.features(post)).clamp(0, 1)
             truth = held["image"].float() / 255
             e = errors(truth.flatten(0, 1), recon.flatten(0, 1), args.threshold)
-            print(f"{update:7d}  {float(metrics['model/decoder_loss']):10.1f}  {float(metrics['model/reward_loss']):11.3f}  "
-                  f"{float(metrics['model/kl']):6.2f}  {e['foreground_err']:14.4f}  {e['median_err']:10.4f}  "
-                  f"{e['background_err']:14.5f}  {time.time() - start:7.0f}", flush=True)
+            print(
+                f"{update:7d}  {float(metrics['model/decoder_loss']):10.1f}  "
+                f"{float(metrics['model/reward_loss']):11.3f}  "
+                f"{float(metrics['model/kl']):6.2f}  {e['foreground_err']:14.4f}  {e['median_err']:10.4f}  "
+                f"{e['background_err']:14.5f}  {time.time() - start:7.0f}",
+                flush=True,
+            )
         if update == args.updates:
             break
         loss, _, _ = model.loss(replay.sample(run.train.batch))

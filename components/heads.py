@@ -108,7 +108,7 @@ class TruncatedNormal(D.Distribution):
         self._z = (torch.special.ndtr(self._b) - self._cdf_a).clamp(min=1e-6)
         super().__init__(loc.shape, validate_args=False)
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 (torch.distributions signature)
         shape = self._extended_shape(sample_shape)
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
         x = torch.special.ndtri(self._cdf_a + u * self._z) * self.scale + self.loc

@@ -246,8 +246,10 @@ class Replay:
         layout = None
         if storage.initialized:
             row = storage._storage[0]  # one stored row, [num_envs]: only shapes and dtypes are kept
-            layout = {key: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
-                      for key, v in row.items(include_nested=True, leaves_only=True)}
+            layout = {
+                key: (tuple(v.shape), str(v.dtype).removeprefix("torch."))
+                for key, v in row.items(include_nested=True, leaves_only=True)
+            }
         return {
             "sampler": self.buffer.sampler.state_dict(),
             "writer": self.buffer.writer.state_dict(),

@@ -80,7 +80,9 @@ class RSSM(nn.Module):
         self.latent, self.deter = latent, cfg.deter
         self.img_in = dense(latent.size + action_dim, cfg.hidden, cfg.act, cfg.norm)
         self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.norm)
-        self.img_out = nn.Sequential(dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim))
+        self.img_out = nn.Sequential(
+            dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
+        )
         self.obs_out = nn.Sequential(
             dense(cfg.deter + embed_dim, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )
@@ -128,7 +130,7 @@ class RSSM(nn.Module):
         return {"deter": deter, "stoch": self.latent.sample(params), "params": params}, prior_params
 
     def observe(self, embed: torch.Tensor, action: torch.Tensor, is_first: torch.Tensor, state: State | None = None):
-        """Filter a batch of sequences ``[B, T]``: posterior states ``[B, T, ...]`` and prior parameters ``[B, T, P]``."""
+        """Filter sequences ``[B, T]``: posterior states ``[B, T, ...]`` and prior parameters ``[B, T, P]``."""
         if state is None:
             state = self.initial(embed.shape[0], embed.device, embed.dtype)
         posts, prior_params = [], []

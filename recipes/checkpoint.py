@@ -57,7 +57,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except OSError as err:
             tmp.unlink(missing_ok=True)
             why = "no space left on device" if err.errno == errno.ENOSPC else str(err)
-            raise CheckpointError(f"could not write checkpoint {path}: {why}; the previous checkpoints are kept") from err
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {why}; the previous checkpoints are kept"
+            ) from err
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -105,8 +107,11 @@ class Checkpointer(Callback):
     def on_train_end(self, trainer, pl_module):
         path = self.save(trainer, pl_module)
         if self._sigterm and trainer.is_global_zero:
-            log.warning("SIGTERM: saved a checkpoint at %d agent steps (%s), stopped", pl_module.experience.global_steps,
-                        path.name)
+            log.warning(
+                "SIGTERM: saved a checkpoint at %d agent steps (%s), stopped",
+                pl_module.experience.global_steps,
+                path.name,
+            )
 
     def teardown(self, trainer, pl_module, stage):
         if self._handler is not None:

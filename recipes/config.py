@@ -7,7 +7,7 @@ rest, so a misspelt key or wrong type anywhere fails at start-up with its path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from components.rssm import RSSMConfig
 
@@ -28,7 +28,7 @@ class ModelConfig:
 
     rssm: RSSMConfig = field(default_factory=RSSMConfig)
     reward_head: Any = field(default_factory=lambda: {"name": "normal"})
-    discount_head: Optional[Any] = field(default_factory=lambda: {"name": "bernoulli"})
+    discount_head: Any | None = field(default_factory=lambda: {"name": "bernoulli"})
     grad_heads: list[str] = field(default_factory=lambda: ["decoder", "reward", "discount"])
     loss_scales: dict[str, float] = field(default_factory=lambda: {"decoder": 1.0, "reward": 1.0, "discount": 5.0})
     reward_transform: str = "tanh"
@@ -125,8 +125,8 @@ class RunConfig:
     recipe: str = "dreamer"
     seed: int = 0
     run_dir: str = "runs/default"
-    resume: Optional[str] = None
-    evaluate: Optional[str] = None
+    resume: str | None = None
+    evaluate: str | None = None
 
 
 COMPONENT_KINDS = ("env", "encoder", "decoder", "latent", "kl", "actor_grad", "replay")

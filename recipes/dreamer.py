@@ -83,7 +83,10 @@ class Dreamer(L.LightningModule):
         obs = obs.to(self.device)
         n = obs.batch_size[0]
         if self._agent_state is None or self._agent_state[1].shape[0] != n:
-            self._agent_state = (self.world_model.rssm.initial(n, self.device), torch.zeros(n, self.env_info.action_dim, device=self.device))
+            self._agent_state = (
+                self.world_model.rssm.initial(n, self.device),
+                torch.zeros(n, self.env_info.action_dim, device=self.device),
+            )
         state, action = self._agent_state
         state = self.world_model.act_step(state, obs, action)
         dist = self.behavior.actor(self.world_model.rssm.features(state))
@@ -152,8 +155,12 @@ class Dreamer(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
-        state = {"experience": self.experience.state_dict(), "skipped_updates": self.skipped_updates,
-                 "updates_made": self.updates_made, "torch_rng": torch.get_rng_state()}
+        state = {
+            "experience": self.experience.state_dict(),
+            "skipped_updates": self.skipped_updates,
+            "updates_made": self.updates_made,
+            "torch_rng": torch.get_rng_state(),
+        }
         ranks = [state]
         if self.trainer.world_size > 1:
             ranks = [None] * self.trainer.world_size
@@ -189,5 +196,7 @@ class Dreamer(L.LightningModule):
             )
         if self.updates_made % self.log_every == 0:
             scalars = {k: float(v) for k, v in metrics.items()}
-            scalars.update({"train/updates": self.updates_made, "train/env_steps": exp.global_steps, "train/fps": exp.fps})
+            scalars.update(
+                {"train/updates": self.updates_made, "train/env_steps": exp.global_steps, "train/fps": exp.fps}
+            )
             self.logger.log_metrics(scalars, step=exp.frames)

@@ -8,9 +8,8 @@ videos of the first ``eval.videos`` episodes into the run directory.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-
 import time
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -102,7 +101,9 @@ def evaluate(cfg: DictConfig) -> dict:
     out.mkdir(exist_ok=True)
     returns = []
     for i in range(eval_cfg.episodes):
-        ret, length, frames = run_episode(module, env, run.seed + 10_000 + i, eval_cfg.policy == "mode", i < eval_cfg.videos)
+        ret, length, frames = run_episode(
+            module, env, run.seed + 10_000 + i, eval_cfg.policy == "mode", i < eval_cfg.videos
+        )
         returns.append(ret)
         log.info("episode %d: return %.1f, length %d", i, ret, length)
         if frames:
@@ -170,7 +171,10 @@ class PeriodicEval(Callback):
         with open(self.episodes_path, "a") as f:
             f.writelines(f"{exp.frames},{exp.global_steps},{i},{ret}\n" for i, ret in enumerate(returns))
         with open(self.path, "a") as f:
-            f.write(f"{exp.frames},{exp.global_steps},{pl_module.updates_made},{mean},{exp.last_return},{time.time() - self._start:.1f}\n")
+            f.write(
+                f"{exp.frames},{exp.global_steps},{pl_module.updates_made},{mean},{exp.last_return},"
+                f"{time.time() - self._start:.1f}\n"
+            )
         if trainer.logger:
             trainer.logger.log_metrics({"eval/return": mean}, step=exp.frames)
 

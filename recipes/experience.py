@@ -41,8 +41,16 @@ log = logging.getLogger(__name__)
 class Experience:
     """Steps the environments with a policy, stores transitions and yields replayed batches."""
 
-    def __init__(self, make_envs: Callable, info, replay, cfg: TrainConfig, seed: int, max_env_restarts: int = 10,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        make_envs: Callable,
+        info,
+        replay,
+        cfg: TrainConfig,
+        seed: int,
+        max_env_restarts: int = 10,
+        world_size: int = 1,
+    ):
         self.make_envs, self.info, self.replay, self.cfg, self.seed = make_envs, info, replay, cfg, seed
         self.max_env_restarts, self.world_size = max_env_restarts, world_size
         self.steps = math.ceil(cfg.steps / world_size)  # this rank's share of the budgets
@@ -118,7 +126,9 @@ class Experience:
         self.env_restarts += 1
         self._restarts_in_a_row += 1
         if self._restarts_in_a_row > self.max_env_restarts:
-            raise RuntimeError(f"environments failed {self._restarts_in_a_row} times in a row; last error: {err!r}") from err
+            raise RuntimeError(
+                f"environments failed {self._restarts_in_a_row} times in a row; last error: {err!r}"
+            ) from err
         log.warning("environment failed (%r); restarting it (restart %d)", err, self.env_restarts)
         try:
             with warnings.catch_warnings():  # "close while waiting for a pending step": the warning above says why
@@ -142,7 +152,9 @@ class Experience:
     def updates_due(self) -> bool:
         """Whether the train ratio asks for another update at the current number of agent steps."""
         c = self.cfg
-        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < self._replay_budget(self.agent_steps)
+        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < self._replay_budget(
+            self.agent_steps
+        )
 
     @property
     def total_updates(self) -> int:
@@ -154,7 +166,10 @@ class Experience:
     def _replay_budget(self, agent_steps: int) -> float:
         """Replayed steps the train ratio allows at ``agent_steps`` (pretrain updates included)."""
         c = self.cfg
-        return c.train_ratio * max(agent_steps - self.prefill, 0) + (c.pretrain + c.world_model_pretrain) * c.batch * c.length
+        return (
+            c.train_ratio * max(agent_steps - self.prefill, 0)
+            + (c.pretrain + c.world_model_pretrain) * c.batch * c.length
+        )
 
     def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
         """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""
@@ -197,5 +212,7 @@ class Experience:
             setattr(self, key, state[key])
         self.rng.bit_generator.state = state["rng"]
         if not self.replay.load_state_dict(state["replay"]) and state["replay"]["steps"]:
-            log.warning("the replay was kept in memory, so it starts empty: it refills before training goes on "
-                        "(use replay.storage=disk to keep it across restarts)")
+            log.warning(
+                "the replay was kept in memory, so it starts empty: it refills before training goes on "
+                "(use replay.storage=disk to keep it across restarts)"
+            )

@@ -8,7 +8,7 @@ _FORMATS = {"env_steps": "{:,.0f}", "updates": "{:,.0f}", "fps": "{:.1f}", "retu
 
 
 class ProgressBar(TQDMProgressBar):
-    """TQDM bar counting this fit's updates towards the run's total; counters print as integers (``env_steps=12,800``)."""
+    """TQDM bar counting this fit's updates towards the run's total; counters print as integers (``12,800``)."""
 
     @property
     def total_train_batches(self) -> int | float:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import DDPStrategy
 import yaml
 from hydra.utils import instantiate
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 import registry
@@ -91,8 +91,11 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
     for key in POSITIVE_SIZES:
         if getattr(run.size, key) < 1:
             raise ConfigError(f"size.{key} must be >= 1, got {getattr(run.size, key)}")
-    for name, opt in (("model.opt", run.model.opt), ("behavior.actor_opt", run.behavior.actor_opt),
-                      ("behavior.critic_opt", run.behavior.critic_opt)):
+    for name, opt in (
+        ("model.opt", run.model.opt),
+        ("behavior.actor_opt", run.behavior.actor_opt),
+        ("behavior.critic_opt", run.behavior.critic_opt),
+    ):
         if not (opt.lr > 0 and opt.eps > 0 and opt.clip > 0 and opt.wd >= 0):
             raise ConfigError(f"{name}: lr, eps and clip must be > 0 and wd >= 0, got {opt}")
     if run.train.prefill < run.train.length:
@@ -112,9 +115,12 @@ def precision(run: RunConfig) -> str:
     if run.train.precision == "auto":
         return "bf16-mixed" if on_gpu else "32-true"
     if run.train.precision.startswith("bf16") and not on_gpu and not cpu_has_bf16():
-        log.warning("train.precision=%s on a CPU without bf16 instructions (torch sees %s): it is emulated and "
-                    "runs several times slower than train.precision=32-true", run.train.precision,
-                    torch.backends.cpu.get_cpu_capability())
+        log.warning(
+            "train.precision=%s on a CPU without bf16 instructions (torch sees %s): it is emulated and "
+            "runs several times slower than train.precision=32-true",
+            run.train.precision,
+            torch.backends.cpu.get_cpu_capability(),
+        )
     return run.train.precision
 
 
@@ -151,7 +157,7 @@ def make_logger(cfg: DictConfig, run_dir: Path):
 
 
 def saved_config(run_dir: Path, command: str) -> DictConfig:
-    """The config a run saved in ``run_dir``; ``command`` names the caller in the error for a directory that is not a run."""
+    """The config a run saved in ``run_dir``; ``command`` names the caller when ``run_dir`` is not a run."""
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
@@ -183,10 +189,16 @@ def last_checkpoint(run_dir: str | Path) -> Path:
 def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dict) -> L.Trainer:
     """The Lightning Trainer: loop, precision, devices (DDP when more than one), callbacks, logger."""
     t = run.train
-    callbacks = [ProgressBar(), Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints)]
+    callbacks = [
+        ProgressBar(),
+        Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints),
+    ]
     if run.eval.every > 0:
-        callbacks.append(PeriodicEval(components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed,
-                                      run.eval.during_videos))
+        callbacks.append(
+            PeriodicEval(
+                components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed, run.eval.during_videos
+            )
+        )
     if run.eval.video_every > 0:
         callbacks.append(VideoPredictions(run.eval.video_every, run_dir))
     # Each backward pass (model, actor, critic) reaches only its own parameters.
@@ -233,12 +245,21 @@ def build(cfg: DictConfig):
     info = env_info(envs)
     envs.close()
     replay = registry.build(
-        "replay", components["replay"], num_envs=run.train.num_envs, length=run.train.length,
-        directory=str(run_dir / ("replay" if rank == 0 else f"replay_rank{rank}")), seed=seed,
+        "replay",
+        components["replay"],
+        num_envs=run.train.num_envs,
+        length=run.train.length,
+        directory=str(run_dir / ("replay" if rank == 0 else f"replay_rank{rank}")),
+        seed=seed,
     )
     experience = Experience(make_envs, info, replay, run.train, seed, world_size=world)
     module = registry.get("recipe", run.recipe).target(
-        run.model, run.behavior, components, info, log_every=run.train.log_every, nonfinite=run.train.nonfinite,
+        run.model,
+        run.behavior,
+        components,
+        info,
+        log_every=run.train.log_every,
+        nonfinite=run.train.nonfinite,
         world_model_pretrain=run.train.world_model_pretrain,
     )
     if run.train.compile:

@@ -17,7 +17,11 @@ class VideoPredictions(Callback):
         self.directory = Path(run_dir) / "videos"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.is_global_zero or pl_module.updates_made % self.every or "image" not in pl_module.env_info.obs_space:
+        if (
+            not trainer.is_global_zero
+            or pl_module.updates_made % self.every
+            or "image" not in pl_module.env_info.obs_space
+        ):
             return
         sample = pl_module.experience.replay.sample(self.sequences).to(pl_module.device)
         video = pl_module.world_model.open_loop(sample, self.context).numpy()
@@ -27,6 +31,11 @@ class VideoPredictions(Callback):
         step = pl_module.experience.frames
         if isinstance(trainer.logger, TensorBoardLogger):
             strip = video[:: max(len(video) // 10, 1)]  # every few frames, left to right
-            trainer.logger.experiment.add_image("openloop", strip.transpose(1, 0, 2, 3).reshape(strip.shape[1], -1, strip.shape[3]), step, dataformats="HWC")
+            trainer.logger.experiment.add_image(
+                "openloop",
+                strip.transpose(1, 0, 2, 3).reshape(strip.shape[1], -1, strip.shape[3]),
+                step,
+                dataformats="HWC",
+            )
         elif isinstance(trainer.logger, WandbLogger):
             trainer.logger.log_video("openloop", [str(path)], step=step)

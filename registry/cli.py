@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [(e.kind, e.name, e.where, e.doc) for e in entries(args.kind)]
     width = [max(len(r[i]) for r in rows) for i in range(3)]
     print("Registered components (select with <kind>=<name> on the command line):")
-    for kind, name, where, doc in rows:
+    for kind, name, _where, doc in rows:
         print(f"  {kind:<{width[0]}}  {name:<{width[1]}}  {doc}")
     options = conf_options(Path(args.conf))
     if args.kind is None and options:

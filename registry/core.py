@@ -73,9 +73,7 @@ def register(kind: str, name: str, schema: type | None = None) -> Callable:
     def decorate(target: Callable) -> Callable:
         old = _REGISTRY[kind].get(name)
         if old is not None and old.where != _where(target):
-            raise ConfigError(
-                f"{kind} {name!r} is registered twice: by {old.where} and by {_where(target)}"
-            )
+            raise ConfigError(f"{kind} {name!r} is registered twice: by {old.where} and by {_where(target)}")
         _REGISTRY[kind][name] = Entry(kind, name, target, schema, _where(target))
         return target
 

@@ -34,9 +34,7 @@ def load_plugins() -> list[str]:
         try:
             ep.load()
         except Exception as err:  # a broken plug-in must say which one it is
-            raise ImportError(
-                f"dreamerkit plug-in {ep.name!r} ({ep.value}) failed to import: {err}"
-            ) from err
+            raise ImportError(f"dreamerkit plug-in {ep.name!r} ({ep.value}) failed to import: {err}") from err
         loaded.append(ep.name)
     return loaded
 

@@ -15,14 +15,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow  # a benchmark script's own check: a minute of training
 def test_throughput_profile_prints_the_phases_and_the_flops_of_an_update():
-    cmd = [sys.executable, "benchmarks/throughput.py", "--recipe", "dreamerv2_cartpole", "--sizes", "tiny",
-           "--batch", "4", "--length", "8", "--updates", "3", "--warmup", "1", "--profile", "--flops"]
+    cmd = [
+        sys.executable,
+        "benchmarks/throughput.py",
+        "--recipe",
+        "dreamerv2_cartpole",
+        "--sizes",
+        "tiny",
+        "--batch",
+        "4",
+        "--length",
+        "8",
+        "--updates",
+        "3",
+        "--warmup",
+        "1",
+        "--profile",
+        "--flops",
+    ]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     phases = {k: float(v) for k, v in re.findall(r"^([a-z_]+(?:\.[a-z]+)?)\s+([0-9.]+) ms", out.stdout, re.M)}
-    assert set(phases) == {"world_model.forward", "world_model.backward", "world_model.optimizer", "imagine.forward",
-                           "actor.backward", "actor.optimizer", "critic.backward", "critic.optimizer",
-                           "replay.sample", "collect"}, out.stdout
+    assert set(phases) == {
+        "world_model.forward",
+        "world_model.backward",
+        "world_model.optimizer",
+        "imagine.forward",
+        "actor.backward",
+        "actor.optimizer",
+        "critic.backward",
+        "critic.optimizer",
+        "replay.sample",
+        "collect",
+    }, out.stdout
     assert phases["world_model.forward"] > 0 and phases["imagine.forward"] > 0, out.stdout
     assert re.search(r"^tiny\s+[0-9.]+\s+[0-9.]+", out.stdout, re.M), out.stdout  # the throughput row
     flops = {k: float(v) for k, v in re.findall(r"^(update|ceiling)\s+([0-9.]+) ", out.stdout, re.M)}
@@ -40,26 +65,51 @@ def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(
     size = {"deter": 200, "hidden": 150, "stoch": 32, "classes": 16, "cnn_depth": 48, "mlp_layers": 4, "mlp_units": 400}
     args = type("Args", (), {"warmup": 2, "updates": 5, "threads": 2, "sheeprl_precision": "32-true"})()
     overrides = sheeprl_compare.sheeprl_overrides(size, args, tmp_path)
-    for expected in ("algo.world_model.recurrent_model.recurrent_state_size=200",
-                     "algo.world_model.transition_model.hidden_size=150", "algo.world_model.discrete_size=16",
-                     "algo.world_model.encoder.cnn_channels_multiplier=48", "algo.mlp_layers=4",
-                     "algo.dense_units=400", "fabric.precision=32-true", "num_threads=2",
-                     f"algo.total_steps={sheeprl_compare.PREFILL + 2 + 5 - 1}"):
+    for expected in (
+        "algo.world_model.recurrent_model.recurrent_state_size=200",
+        "algo.world_model.transition_model.hidden_size=150",
+        "algo.world_model.discrete_size=16",
+        "algo.world_model.encoder.cnn_channels_multiplier=48",
+        "algo.mlp_layers=4",
+        "algo.dense_units=400",
+        "fabric.precision=32-true",
+        "num_threads=2",
+        f"algo.total_steps={sheeprl_compare.PREFILL + 2 + 5 - 1}",
+    ):
         assert expected in overrides
 
 
 @pytest.mark.slow  # a benchmark script's own check: a minute of training
 def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path):
     run_dir = tmp_path / "run"
-    trained = subprocess.run([sys.executable, "run.py", "recipe=dreamerv2_dmc", "debug=smoke", "logger=none",
-                              "env.time_limit=30", "replay.storage=disk", f"hydra.run.dir={run_dir}"],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    trained = subprocess.run(
+        [
+            sys.executable,
+            "run.py",
+            "recipe=dreamerv2_dmc",
+            "debug=smoke",
+            "logger=none",
+            "env.time_limit=30",
+            "replay.storage=disk",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert trained.returncode == 0, trained.stderr[-2000:]
-    out = subprocess.run([sys.executable, "benchmarks/reconstructions.py", str(run_dir), "--episodes", "2",
-                          "--every", "5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "benchmarks/reconstructions.py", str(run_dir), "--episodes", "2", "--every", "5"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = re.findall(r"^\s+(\d)\s+(-?[0-9.]+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$",
-                      out.stdout, re.M)
+    rows = re.findall(
+        r"^\s+(\d)\s+(-?[0-9.]+)\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)$", out.stdout, re.M
+    )
     assert [r[0] for r in rows] == ["0", "1"] and all(int(r[2]) == 15 for r in rows), out.stdout  # 30 frames, repeat 2
     # squared errors of [0, 1] RGB; the median frame differs from every foreground pixel by more than the threshold
     assert all(0 < float(r[4]) < 3 and 0.1**2 / 3 < float(r[5]) < 3 and 0 < float(r[6]) < 3 for r in rows), out.stdout
@@ -72,8 +122,9 @@ def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path
     fit = [sys.executable, "benchmarks/world_model_fit.py", str(run_dir), "--updates", "4", "--report", "2"]
     out = subprocess.run([*fit, "model.opt.lr=1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = re.findall(r"^\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+\d+$",
-                      out.stdout, re.M)
+    rows = re.findall(
+        r"^\s+(\d+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+([0-9.]+)\s+\d+$", out.stdout, re.M
+    )
     assert [r[0] for r in rows] == ["0", "2", "4"] and "overrides: model.opt.lr=1e-3" in out.stdout, out.stdout
     assert all(0 < float(r[4]) < 3 for r in rows), out.stdout
     typo = subprocess.run([*fit, "model.opt.learning_rate=1e-3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -92,16 +143,19 @@ def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path)
     run = tmp_path / "run"
     (run / "eval").mkdir(parents=True)
     (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance}\n")
-    (run / "eval" / "learning.csv").write_text("frames,agent_steps,updates,eval_return,train_return,wall_s\n"
-                                               "1000,500,10,150.0,90.0,60.0\n2000,1000,40,300.0,250.0,120.0\n")
+    (run / "eval" / "learning.csv").write_text(
+        "frames,agent_steps,updates,eval_return,train_return,wall_s\n"
+        "1000,500,10,150.0,90.0,60.0\n2000,1000,40,300.0,250.0,120.0\n"
+    )
     official = tmp_path / "official.csv"
     official.write_text("task,x,mean,min,max,seeds\ndmc_cartpole_balance,2000,280,200,330,5\n")
     learn.plot(run, official)
     assert len(plt.gca().collections) == 1  # only the official band
     plt.close("all")
 
-    (run / "eval" / "episodes.csv").write_text("frames,agent_steps,episode,return\n"
-                                               "1000,500,0,100.0\n1000,500,1,200.0\n2000,1000,0,290.0\n2000,1000,1,310.0\n")
+    (run / "eval" / "episodes.csv").write_text(
+        "frames,agent_steps,episode,return\n1000,500,0,100.0\n1000,500,1,200.0\n2000,1000,0,290.0\n2000,1000,1,310.0\n"
+    )
     assert learn.plot(run, official).exists()
     ours = [c for c in plt.gca().collections if "episodes" in c.get_label()]
     assert len(ours) == 1

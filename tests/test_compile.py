@@ -70,7 +70,8 @@ def test_bf16_autocast_matches_fp32_losses(make_cfg, recipe):
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     torch.testing.assert_close(half, full, rtol=2e-2, atol=1e-2)
     # bf16 keeps 8 bits of mantissa: the gradients agree in direction, not digit by digit
-    cosine = torch.nn.functional.cosine_similarity(torch.cat([g.flatten() for g in half_grads]),
-                                                   torch.cat([g.flatten() for g in full_grads]), dim=0)
+    cosine = torch.nn.functional.cosine_similarity(
+        torch.cat([g.flatten() for g in half_grads]), torch.cat([g.flatten() for g in full_grads]), dim=0
+    )
     assert cosine > 0.999
     assert not torch.equal(half, full)  # autocast ran in bf16

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from components.decoders import MultiDecoder, MultiDecoderConfig, ConvDecoder, ConvDecoderConfig
+from components.decoders import ConvDecoder, ConvDecoderConfig, MultiDecoder, MultiDecoderConfig
 from components.encoders import ConvEncoder, ConvEncoderConfig, MLPEncoder, MultiEncoder, MultiEncoderConfig
-from components.nets import MLPConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
+from components.nets import MLPConfig
 from components.rssm import RSSM, RSSMConfig
 from registry import ConfigError
 

@@ -23,8 +23,16 @@ def test_every_recipe_validates(make_cfg, recipe):
 def test_atari_recipe_has_the_paper_hyperparameters(make_cfg):
     run, c = validate(make_cfg("recipe=dreamerv2_atari"))
     assert c["env"] == {
-        "name": "atari", "task": "pong", "sticky": 0.25, "action_repeat": 4, "size": 64, "grayscale": True,
-        "noops": 30, "life_done": False, "time_limit": 108000, "full_action_space": False,
+        "name": "atari",
+        "task": "pong",
+        "sticky": 0.25,
+        "action_repeat": 4,
+        "size": 64,
+        "grayscale": True,
+        "noops": 30,
+        "life_done": False,
+        "time_limit": 108000,
+        "full_action_space": False,
     }
     assert (run.model.rssm.deter, run.model.rssm.hidden) == (600, 600)
     assert (c["latent"]["variables"], c["latent"]["classes"]) == (32, 32)
@@ -108,8 +116,11 @@ def test_slurm_launcher_preset_sizes_jobs_from_the_run():
 
     conf = Path(__file__).resolve().parent.parent / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=["hydra/launcher=slurm", "train.devices=4", "train.num_nodes=2",
-                                           "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        cfg = compose(
+            "config",
+            overrides=["hydra/launcher=slurm", "train.devices=4", "train.num_nodes=2", "hydra.launcher.partition=gpu"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.nodes, launcher.gpus_per_node, launcher.tasks_per_node) == (2, 4, 4)

@@ -18,13 +18,27 @@ from recipes.train import train
 from registry import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "replay.storage=disk", "train.accelerator=cpu",
-             "train.devices=2", "train.steps=160", "train.checkpoint_every=64"]
+OVERRIDES = [
+    "recipe=dreamerv2_cartpole",
+    "debug=smoke",
+    "logger=csv",
+    "replay.storage=disk",
+    "train.accelerator=cpu",
+    "train.devices=2",
+    "train.steps=160",
+    "train.checkpoint_every=64",
+]
 
 
 def run_worker(run_dir: Path, *args: str) -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -75,10 +89,22 @@ def test_sigterm_saves_every_rank_and_stops_the_run(tmp_path):
     then every rank stops cleanly (no hang, no lost shard)."""
     run_dir = tmp_path / "run"
     overrides = [o for o in OVERRIDES if not o.startswith("train.steps")]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "ddp_worker.py"), str(run_dir), *overrides,
-                             "train.steps=1000000", "train.keep_checkpoints=100"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "ddp_worker.py"),
+            str(run_dir),
+            *overrides,
+            "train.steps=1000000",
+            "train.keep_checkpoints=100",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 300
         while not list((run_dir / "checkpoints").glob("step_*.ckpt")):  # the first periodic save

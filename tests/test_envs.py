@@ -45,7 +45,9 @@ def test_atari_preprocessing_shapes_and_settings():
     assert ale_env.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
     assert env.action_space.n == 6 == len(ale_env.ale.getMinimalActionSet())  # Pong's minimal action set
     assert env.metadata["action_repeat"] == 4
-    colour = make({"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": True, "sticky": 0.0})
+    colour = make(
+        {"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": True, "sticky": 0.0}
+    )
     obs, _ = colour.reset(seed=0)
     assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8 and colour.action_space.n == 18
     assert colour.unwrapped.spec.id == "ALE/SpaceInvaders-v5"
@@ -68,7 +70,7 @@ def test_atari_action_repeat_advances_four_frames_per_step_and_is_first_only_on_
 def test_atari_time_limit_truncates_without_terminal():
     env = make({"name": "atari", "task": "pong", "time_limit": 200, "noops": 0})  # 200 frames = 50 agent steps
     env.reset(seed=0)
-    for steps in range(1, 100):
+    for steps in range(1, 100):  # noqa: B007 (the count is checked after the loop)
         obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
         if terminated or truncated:
             break
@@ -133,11 +135,15 @@ def test_dmc_proprio_keys_and_unit_actions():
     assert quad.unwrapped.camera == 2 and cup.unwrapped.camera == 0
 
 
-@pytest.mark.parametrize("cfg, shape", [
-    ({"name": "atari", "task": "pong"}, (64, 64)),                                          # the image observation
-    ({"name": "gym", "task": "CartPole-v1"}, (400, 600, 3)),                                 # a vector env's render
-    ({"name": "dmc", "task": "cartpole_balance", "pixels": False, "proprio": True}, (64, 64, 3)),
-], ids=["atari", "gym-vector", "dmc-proprio"])
+@pytest.mark.parametrize(
+    "cfg, shape",
+    [
+        ({"name": "atari", "task": "pong"}, (64, 64)),  # the image observation
+        ({"name": "gym", "task": "CartPole-v1"}, (400, 600, 3)),  # a vector env's render
+        ({"name": "dmc", "task": "cartpole_balance", "pixels": False, "proprio": True}, (64, 64, 3)),
+    ],
+    ids=["atari", "gym-vector", "dmc-proprio"],
+)
 def test_evaluation_videos_have_frames_for_image_and_vector_envs(cfg, shape):
     from recipes.evaluate import frame
 
@@ -149,7 +155,10 @@ def test_evaluation_videos_have_frames_for_image_and_vector_envs(cfg, shape):
 
 
 def test_gl_backend_selection_sets_a_working_backend():
-    code = "from components.envs.dmc import select_gl_backend; import os; b = select_gl_backend(); print(b, os.environ['MUJOCO_GL'])"
+    code = (
+        "from components.envs.dmc import select_gl_backend; import os; "
+        "b = select_gl_backend(); print(b, os.environ['MUJOCO_GL'])"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -217,7 +226,9 @@ def test_vector_env_autoresets_with_is_first():
     assert ended
     again = make_vector_env({"name": "gym", "task": "CartPole-v1"}, num_envs=2, seed=0)
     first, _ = again.reset()
-    assert np.allclose(first["vector"], make_vector_env({"name": "gym", "task": "CartPole-v1"}, 2, seed=0).reset()[0]["vector"])
+    assert np.allclose(
+        first["vector"], make_vector_env({"name": "gym", "task": "CartPole-v1"}, 2, seed=0).reset()[0]["vector"]
+    )
 
 
 def test_async_vector_env_runs_envs_in_subprocesses():
@@ -239,9 +250,18 @@ def test_async_vector_env_runs_envs_in_subprocesses():
     [
         ({"name": "atari", "task": "pongg"}, r"env.task: unknown Atari game 'pongg'; did you mean: pong.*ale_py.roms"),
         ({"name": "atari", "task": "xyz"}, r"env.task: unknown Atari game 'xyz'; .*alien.*ale_py.roms.get_all_rom_ids"),
-        ({"name": "dmc", "task": "cartpole_balanse"}, r"env.task: unknown DMC task 'cartpole_balanse'; did you mean: cartpole_balance"),
-        ({"name": "dmc", "task": "ball_in_cup"}, r"env.task: unknown DMC task 'ball_in_cup'; did you mean: ball_in_cup_catch"),
-        ({"name": "gym", "task": "CartPol-v1"}, r"env.task: unknown gymnasium id 'CartPol-v1'; did you mean: CartPole-v1"),
+        (
+            {"name": "dmc", "task": "cartpole_balanse"},
+            r"env.task: unknown DMC task 'cartpole_balanse'; did you mean: cartpole_balance",
+        ),
+        (
+            {"name": "dmc", "task": "ball_in_cup"},
+            r"env.task: unknown DMC task 'ball_in_cup'; did you mean: ball_in_cup_catch",
+        ),
+        (
+            {"name": "gym", "task": "CartPol-v1"},
+            r"env.task: unknown gymnasium id 'CartPol-v1'; did you mean: CartPole-v1",
+        ),
         ({"name": "atari", "sticky": 1.5}, r"env.sticky: must lie in \[0, 1\]"),
         ({"name": "dmc", "pixels": False}, r"env.pixels / env.proprio"),
         ({"name": "atarii"}, r"unknown env 'atarii'; valid env names: atari, dmc, gym"),

@@ -46,7 +46,11 @@ def _alarm(signum, frame):
     raise Hang("a run took over 60 s")
 
 
-@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "14")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "14")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     env=st.sampled_from(["CartPole-v1", "Pendulum-v1"]),
     choice=st.fixed_dictionaries({k: st.sampled_from(v) for k, v in COMPONENTS.items()}),

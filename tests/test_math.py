@@ -12,9 +12,9 @@ from torch import nn
 
 from components.actor_grads import Dynamics, Mix, MixConfig, Reinforce, Schedule
 from components.heads import OneHot, TruncatedNormal, bernoulli, normal
-from components.nets import MLPConfig
 from components.kl import Balanced, BalancedConfig, Plain, PlainConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
+from components.nets import MLPConfig
 from components.returns import lambda_return
 from components.rssm import RSSM, RSSMConfig
 from recipes.behavior import Behavior
@@ -229,8 +229,8 @@ def test_unit_normal_log_prob_and_gradient_match_torch():
     ours = UnitNormal(mean, 3).log_prob(x)
     ref = torch.distributions.Independent(torch.distributions.Normal(mean, 1.0), 3).log_prob(x)
     torch.testing.assert_close(ours, ref)
-    g1, = torch.autograd.grad(ours.sum(), mean)
-    g2, = torch.autograd.grad(ref.sum(), mean)
+    (g1,) = torch.autograd.grad(ours.sum(), mean)
+    (g2,) = torch.autograd.grad(ref.sum(), mean)
     torch.testing.assert_close(g1, g2)
 
 

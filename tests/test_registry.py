@@ -74,10 +74,24 @@ def test_every_kind_has_builtin_components():
     assert kinds == set(registry.KINDS)
     names = {(e.kind, e.name) for e in registry.entries()}
     for expected in [
-        ("latent", "categorical"), ("latent", "gaussian"), ("kl", "balanced"), ("kl", "plain"),
-        ("actor_grad", "reinforce"), ("actor_grad", "dynamics"), ("actor_grad", "mix"),
-        ("replay", "uniform"), ("replay", "prioritize_ends"), ("replay", "episodes"), ("env", "atari"), ("env", "dmc"), ("env", "gym"),
-        ("encoder", "multi"), ("decoder", "multi"), ("head", "normal"), ("head", "bernoulli"), ("recipe", "dreamer"),
+        ("latent", "categorical"),
+        ("latent", "gaussian"),
+        ("kl", "balanced"),
+        ("kl", "plain"),
+        ("actor_grad", "reinforce"),
+        ("actor_grad", "dynamics"),
+        ("actor_grad", "mix"),
+        ("replay", "uniform"),
+        ("replay", "prioritize_ends"),
+        ("replay", "episodes"),
+        ("env", "atari"),
+        ("env", "dmc"),
+        ("env", "gym"),
+        ("encoder", "multi"),
+        ("decoder", "multi"),
+        ("head", "normal"),
+        ("head", "bernoulli"),
+        ("recipe", "dreamer"),
     ]:
         assert expected in names
 
@@ -136,8 +150,21 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
     )
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(src)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
     listing = subprocess.run(
@@ -145,9 +172,20 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
     )
     assert "plugin_mixed" in listing.stdout, listing.stderr
     run = subprocess.run(
-        [sys.executable, "run.py", "recipe=dreamerv2_cartpole", "debug=smoke", "latent=plugin_mixed",
-         "logger=none", f"hydra.run.dir={tmp_path / 'run'}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "run.py",
+            "recipe=dreamerv2_cartpole",
+            "debug=smoke",
+            "latent=plugin_mixed",
+            "logger=none",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     config = (tmp_path / "run" / "config.yaml").read_text()

@@ -13,7 +13,6 @@ import registry
 from components.replay import EpisodeSampler, ReplayConfig, episodes, prioritize_ends, stream, uniform
 from registry import ConfigError
 
-
 SAMPLERS = [uniform, episodes, prioritize_ends]
 
 
@@ -189,8 +188,17 @@ def test_disk_replay_reopens_after_wrapping_around(tmp_path):
     assert reopened.load_state_dict(replay.state_dict())
     t = torch.cat([reopened.sample(64)["t"] for _ in range(20)])
     assert t.min() == 27 and t.max() == 46 and torch.all(t[:, 1:] - t[:, :-1] == 1)
-    reopened.add(TensorDict({"t": torch.tensor([47]), "is_first": torch.tensor([False]),
-                             "is_last": torch.tensor([False]), "reward": torch.zeros(1)}, batch_size=[1]))
+    reopened.add(
+        TensorDict(
+            {
+                "t": torch.tensor([47]),
+                "is_first": torch.tensor([False]),
+                "is_last": torch.tensor([False]),
+                "reward": torch.zeros(1),
+            },
+            batch_size=[1],
+        )
+    )
     t = torch.cat([reopened.sample(64)["t"] for _ in range(20)])
     assert t.min() == 28 and t.max() == 47  # step 47 overwrote the oldest, step 27
 
@@ -237,7 +245,9 @@ def test_disk_replay_keeps_host_memory_flat(tmp_path):
     """Writing 100 MB of 64x64 frames into a disk replay must not grow anonymous (heap) memory:
     the frames live in the memory-mapped files (page cache the kernel can drop)."""
     envs = 16
-    replay = uniform(ReplayConfig(capacity=envs * 1000, storage="disk"), num_envs=envs, length=8, directory=str(tmp_path))
+    replay = uniform(
+        ReplayConfig(capacity=envs * 1000, storage="disk"), num_envs=envs, length=8, directory=str(tmp_path)
+    )
     step = TensorDict(
         {
             "image": torch.zeros(envs, 3, 64, 64, dtype=torch.uint8),

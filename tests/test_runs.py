@@ -59,8 +59,17 @@ def test_csv_metrics_reach_the_disk_while_the_run_goes_on(tmp_path):
 def test_sigkill_then_resume_continues_the_run(tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "run.py", *SMOKE, "train.steps=100000", "train.checkpoint_every=60", f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "run.py",
+            *SMOKE,
+            "train.steps=100000",
+            "train.checkpoint_every=60",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 120
@@ -211,7 +220,9 @@ def test_a_crashing_environment_is_restarted(make_cfg):
 
 def test_evaluate_command_prints_mean_and_writes_videos(tmp_path):
     run_dir = tmp_path / "run"
-    trained = run_py("recipe=dreamerv2_dmc", "debug=smoke", "logger=none", "env.time_limit=30", f"hydra.run.dir={run_dir}")
+    trained = run_py(
+        "recipe=dreamerv2_dmc", "debug=smoke", "logger=none", "env.time_limit=30", f"hydra.run.dir={run_dir}"
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     proc = run_py(f"evaluate={run_dir}", "eval.episodes=2", "eval.videos=1", "eval.policy=sample")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -221,8 +232,13 @@ def test_evaluate_command_prints_mean_and_writes_videos(tmp_path):
 
 
 def test_checkpoints_by_wall_time_and_keep_last(make_cfg):
-    cfg = make_cfg(*SMOKE, "train.steps=200", "train.checkpoint_every=100000", "train.checkpoint_minutes=0.0001",
-                   "train.keep_checkpoints=2")
+    cfg = make_cfg(
+        *SMOKE,
+        "train.steps=200",
+        "train.checkpoint_every=100000",
+        "train.checkpoint_minutes=0.0001",
+        "train.keep_checkpoints=2",
+    )
     train(cfg)
     kept = sorted(p.name for p in (Path(cfg.run_dir) / "checkpoints").glob("step_*.ckpt"))
     assert len(kept) == 2 and kept[-1] == "step_000000000200.ckpt"
@@ -234,9 +250,18 @@ def test_checkpoints_by_wall_time_and_keep_last(make_cfg):
 def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, "run.py", *SMOKE, "train.steps=100000", "train.checkpoint_every=100000",
-         f"hydra.run.dir={run_dir}"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "run.py",
+            *SMOKE,
+            "train.steps=100000",
+            "train.checkpoint_every=100000",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         # a suite started in the background inherits an ignored SIGINT, which Python then keeps
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -279,8 +304,14 @@ def make_dying(cfg: DyingConfig, seed: int = 0):
 @pytest.mark.slow  # worker processes; test_a_crashing_environment_is_restarted covers the restart in process
 def test_a_dead_env_worker_process_is_restarted(make_cfg, monkeypatch):
     monkeypatch.delenv("DK_TEST_DIE_ONCE", raising=False)
-    cfg = make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", "train.steps=120",
-                   "train.async_envs=true", "train.num_envs=2")
+    cfg = make_cfg(
+        "recipe=dreamerv2_cartpole",
+        "debug=smoke",
+        "logger=none",
+        "train.steps=120",
+        "train.async_envs=true",
+        "train.num_envs=2",
+    )
     cfg.env = {"name": "test_dying", "die_at": 25}
     created, init = [], gym.vector.AsyncVectorEnv.__init__
 

@@ -34,7 +34,15 @@ def _check(summary: dict, cfg) -> None:
         ["recipe=dreamerv2_dmc"],
         ["recipe=dreamerv1_dmc", "env.proprio=true"],
     ],
-    ids=["cartpole", "cartpole-v1style", "cartpole-mix-ends-noimage", "atari", "atari-nokl-conv", "dmc", "v1-dmc-proprio"],
+    ids=[
+        "cartpole",
+        "cartpole-v1style",
+        "cartpole-mix-ends-noimage",
+        "atari",
+        "atari-nokl-conv",
+        "dmc",
+        "v1-dmc-proprio",
+    ],
 )
 def test_recipe_trains_end_to_end(make_cfg, overrides):
     cfg = make_cfg(*overrides, "debug=smoke", "logger=csv")
@@ -74,9 +82,18 @@ def test_wandb_logger_offline(make_cfg, monkeypatch):
 def test_run_py_command_line(tmp_path):
     """The README's command shape: python run.py recipe=... overrides (here with debug=smoke)."""
     proc = subprocess.run(
-        [sys.executable, "run.py", "recipe=dreamerv2_cartpole", "latent=categorical", "debug=smoke",
-         f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "run.py",
+            "recipe=dreamerv2_cartpole",
+            "latent=categorical",
+            "debug=smoke",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "TensorBoard logs expected in the run dir"
@@ -86,20 +103,38 @@ def test_run_py_command_line(tmp_path):
 def test_run_py_reports_config_errors_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "run.py", "debug=smoke", "+kl.alhpa=1", f"hydra.run.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     assert "config error: kl.alhpa" in proc.stderr and "valid keys: alpha" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)])  # same sweep, another launcher
+@pytest.mark.parametrize(
+    "launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)]
+)  # same sweep, another launcher
 def test_multirun_sweep_and_its_summary(tmp_path, launcher):
     proc = subprocess.run(
-        [sys.executable, "run.py", "-m", "recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv",
-         "train.steps=200", "latent=categorical,gaussian", "seed=0,1", f"hydra/launcher={launcher}",
-         f"hydra.sweep.dir={tmp_path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "run.py",
+            "-m",
+            "recipe=dreamerv2_cartpole",
+            "debug=smoke",
+            "logger=csv",
+            "train.steps=200",
+            "latent=categorical,gaussian",
+            "seed=0,1",
+            f"hydra/launcher={launcher}",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
@@ -108,7 +143,10 @@ def test_multirun_sweep_and_its_summary(tmp_path, launcher):
         for seed in (0, 1):
             assert sum(f"latent={latent}" in r and f"seed={seed}" in r for r in runs) == 1
     summary = subprocess.run(
-        [sys.executable, "benchmarks/sweep_summary.py", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "benchmarks/sweep_summary.py", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
         timeout=120,
     )
     assert summary.returncode == 0, summary.stderr[-2000:]
@@ -121,8 +159,16 @@ def test_multirun_sweep_and_its_summary(tmp_path, launcher):
 def test_periodic_eval_and_open_loop_videos(make_cfg):
     import imageio.v2 as imageio
 
-    cfg = make_cfg("recipe=dreamerv2_atari", "debug=smoke", "logger=tensorboard", "env.time_limit=200",
-                   "eval.every=60", "eval.during_episodes=2", "eval.during_videos=1", "eval.video_every=40")
+    cfg = make_cfg(
+        "recipe=dreamerv2_atari",
+        "debug=smoke",
+        "logger=tensorboard",
+        "env.time_limit=200",
+        "eval.every=60",
+        "eval.during_episodes=2",
+        "eval.during_videos=1",
+        "eval.video_every=40",
+    )
     train(cfg)
     run_dir = Path(cfg.run_dir)
     rows = (run_dir / "eval" / "learning.csv").read_text().splitlines()

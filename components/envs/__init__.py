@@ -41,7 +41,9 @@ def _call(target: Any, typed: Any, seed: int) -> gymnasium.Env:
     return target(seed=seed) if typed is None else target(typed, seed=seed)
 
 
-def make_vector_env(cfg: Mapping | DictConfig, num_envs: int, seed: int, asynchronous: bool = False) -> gymnasium.vector.VectorEnv:
+def make_vector_env(
+    cfg: Mapping | DictConfig, num_envs: int, seed: int, asynchronous: bool = False
+) -> gymnasium.vector.VectorEnv:
     """``num_envs`` copies of the env (env i seeded ``seed + i``), in subprocesses when ``asynchronous``.
 
     Episodes autoreset in gymnasium's default NEXT_STEP mode: the step after an

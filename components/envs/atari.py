@@ -9,7 +9,7 @@ import gymnasium as gym
 from components.envs.base import check_positive, finish, image_space, to_chw, unknown
 from registry import ConfigError, register
 
-ALL_GAMES_HINT = "; all games: python -c \"import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))\""
+ALL_GAMES_HINT = '; all games: python -c "import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))"'
 
 
 @dataclass

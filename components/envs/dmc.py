@@ -53,7 +53,7 @@ def select_gl_backend(required: bool = True) -> str | None:
             os.environ["MUJOCO_GL"] = backend
             os.environ.setdefault("PYOPENGL_PLATFORM", backend)
             return backend
-        last = (probe.stderr.strip().splitlines() or ["exit status %d" % probe.returncode])[-1]
+        last = (probe.stderr.strip().splitlines() or [f"exit status {probe.returncode}"])[-1]
         failures.append(f"{backend}: {last}")
     if not required:
         return None
@@ -100,7 +100,9 @@ class DMC(gym.Env):
         self.dmc = suite.load(domain, task, task_kwargs={"random": seed, "time_limit": float("inf")})
         self.camera = cfg.camera if cfg.camera >= 0 else (2 if domain == "quadruped" else 0)
         if self.camera >= self.dmc.physics.model.ncam:
-            raise ConfigError(f"env.camera: {cfg.task} has cameras 0..{self.dmc.physics.model.ncam - 1}, got {cfg.camera}")
+            raise ConfigError(
+                f"env.camera: {cfg.task} has cameras 0..{self.dmc.physics.model.ncam - 1}, got {cfg.camera}"
+            )
         self._fast_render()
         # render() (evaluation videos of proprio-only tasks) needs the GL backend make() looked for
         self.render_mode = "rgb_array" if os.environ.get("MUJOCO_GL") else None

@@ -34,7 +34,10 @@ class DictObs(gym.ObservationWrapper):
         self.size, self.pixels = size, pixels
         space = env.observation_space
         if not pixels and not isinstance(space, gym.spaces.Box):
-            raise ConfigError(f"env.task: {env.spec.id} has {space} observations; the gym adapter takes a Box (or set env.pixels=true)")
+            raise ConfigError(
+                f"env.task: {env.spec.id} has {space} observations; "
+                "the gym adapter takes a Box (or set env.pixels=true)"
+            )
         self.image = pixels or is_image(space)
         if pixels:
             channels = 3
@@ -83,11 +86,15 @@ def make(cfg: GymConfig, seed: int = 0) -> gym.Env:
     space = env.action_space
     if isinstance(space, gym.spaces.Box):
         if len(space.shape) != 1 or not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
-            raise ConfigError(f"env.task: {cfg.task} has action space {space}; the gym adapter takes bounded 1-d Box actions")
+            raise ConfigError(
+                f"env.task: {cfg.task} has action space {space}; the gym adapter takes bounded 1-d Box actions"
+            )
         if not (np.all(space.low == -1) and np.all(space.high == 1) and space.dtype == np.float32):
             env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
     elif not (isinstance(space, gym.spaces.Discrete) and space.start == 0):
-        raise ConfigError(f"env.task: {cfg.task} has action space {space}; the gym adapter takes Discrete or Box actions")
+        raise ConfigError(
+            f"env.task: {cfg.task} has action space {space}; the gym adapter takes Discrete or Box actions"
+        )
     if cfg.action_repeat > 1:
         env = ActionRepeat(env, cfg.action_repeat)
     env = finish(DictObs(env, cfg.size, cfg.pixels), cfg.action_repeat)
