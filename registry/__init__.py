@@ -8,6 +8,7 @@ from registry.core import (
     entries,
     get,
     register,
+    unknown,
     validate,
 )
 from registry.plugins import ENTRY_POINT_GROUP, load_plugins
@@ -20,6 +21,7 @@ __all__ = [
     "entries",
     "get",
     "register",
+    "unknown",
     "validate",
     "ENTRY_POINT_GROUP",
     "load_plugins",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -120,16 +120,32 @@ def validate(kind: str, cfg: Mapping | DictConfig, path: str | None = None) -> t
 
 
 def to_schema(schema: type, values: Mapping, path: str) -> Any:
-    """Merge ``values`` into dataclass ``schema`` with type checks; errors name ``path.key``."""
+    """Merge ``values`` into dataclass ``schema`` with type checks; errors name ``path.key``.
+
+    A schema may define ``check(self)``, raising ``ConfigError("<field>: ...")`` for a value out
+    of range; the message gets ``path.`` in front, so ranges are checked with the types.
+    """
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, values)
-        return OmegaConf.to_object(merged)
+        typed = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or ""
         fields = ", ".join(f.name for f in dataclasses.fields(schema))
         msg = str(err).splitlines()[0]
         raise ConfigError(f"{path}.{key}: {msg} (valid keys: {fields})") from None
+    check = getattr(typed, "check", None)
+    if callable(check):
+        try:
+            check()
+        except ConfigError as err:
+            raise ConfigError(f"{path}.{err}") from None
+    return typed
+
+
+def unknown(path: str, value: Any, valid: Iterable[str]) -> ConfigError:
+    """The one "unknown X; valid: ..." error: ``raise unknown("kl.name", "foo", names)``."""
+    return ConfigError(f"{path}: unknown {value!r}; valid: {', '.join(valid) or '(none)'}")
 
 
 def build(kind: str, cfg: Mapping | DictConfig, path: str | None = None, **deps: Any) -> Any:

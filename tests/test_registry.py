@@ -190,3 +190,22 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     config = (tmp_path / "run" / "config.yaml").read_text()
     assert "name: plugin_mixed" in config and "unimix: 0.02" in config
+
+
+def test_schema_check_hook_runs_with_the_types_and_names_the_path():
+    @dataclass
+    class Ranged:
+        free: float = 0.0
+
+        def check(self) -> None:
+            if self.free < 0:
+                raise registry.ConfigError(f"free: must be >= 0, got {self.free}")
+
+    assert registry.core.to_schema(Ranged, {"free": 1.5}, "kl").free == 1.5
+    with pytest.raises(registry.ConfigError, match=r"^kl\.free: must be >= 0, got -1\.0$"):
+        registry.core.to_schema(Ranged, {"free": -1.0}, "kl")
+
+
+def test_unknown_lists_the_valid_choices():
+    err = registry.unknown("eval.policy", "greedy", ["mode", "sample"])
+    assert str(err) == "eval.policy: unknown 'greedy'; valid: mode, sample"
