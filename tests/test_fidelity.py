@@ -1,0 +1,98 @@
+"""The paper recipes' networks and updates against the official DreamerV2 code (danijar/dreamerv2):
+where the layer norms are, biases, Keras initialisation, the GRU, weight decay, the slow-critic
+schedule, the truncated-normal clip, exploration noise and the behaviour step counter."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from components.envs import EnvInfo
+from components.rssm import GRUCell
+from recipes.dreamer import Dreamer
+from recipes.train import validate
+
+ATARI = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
+DMC = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
+VECTOR = EnvInfo(obs_space={"state": (4,)}, action_dim=2, discrete=True, action_repeat=1)
+ENVS = {
+    "dreamerv2_atari": ATARI,
+    "dreamerv2_atari_nokl": ATARI,
+    "dreamerv2_dmc": DMC,
+    "dreamerv1_dmc": DMC,
+    "dreamerv2_cartpole": VECTOR,
+}
+
+
+def _dreamer(make_cfg, recipe: str, *overrides: str, env: EnvInfo | None = None) -> Dreamer:
+    run, components = validate(make_cfg(f"recipe={recipe}", "size=tiny", *overrides))
+    torch.manual_seed(0)
+    return Dreamer(run.model, run.behavior, components, env or ENVS[recipe])
+
+
+def _layers(module: nn.Module, kinds) -> dict[str, nn.Module]:
+    return {name: m for name, m in module.named_modules() if isinstance(m, kinds)}
+
+
+# ---------------------------------------------------------------------------------------------- layer norm, biases
+
+
+@pytest.mark.parametrize(
+    "recipe, overrides, norms",
+    [
+        ("dreamerv2_atari", (), ["world_model.rssm.cell.norm"]),
+        ("dreamerv2_atari_nokl", (), ["world_model.rssm.cell.norm"]),
+        ("dreamerv2_dmc", (), ["world_model.rssm.cell.norm"]),
+        ("dreamerv2_cartpole", (), ["world_model.rssm.cell.norm"]),
+        ("dreamerv2_atari", ("model.rssm.gru_norm=false",), []),  # the paper's "no layer norm" ablation
+    ],
+    ids=["atari", "atari_nokl", "dmc", "cartpole", "atari-no-layer-norm"],
+)
+def test_layer_norm_only_inside_the_gru_and_a_bias_everywhere(make_cfg, recipe, overrides, norms):
+    """Official nets: LayerNorm only in the GRU (Keras epsilon 1e-3); every Dense, Conv2D and
+    Conv2DTranspose, the GRU's included, has a bias."""
+    module = _dreamer(make_cfg, recipe, *overrides)
+    found = _layers(module, (nn.LayerNorm, nn.GroupNorm))
+    assert sorted(found) == norms
+    assert all(m.eps == 1e-3 for m in found.values())
+    weighted = _layers(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+    assert len(weighted) > 10 and all(m.bias is not None for m in weighted.values())
+    assert module.world_model.rssm.cell.linear.bias is not None
+
+
+def test_layer_norm_in_the_mlps_stays_reachable(make_cfg):
+    """DreamerV3-style: LayerNorm (no bias before it) in the RSSM's dense layers, the MLP encoder and
+    decoder and every head, by setting ``norm`` of each."""
+    module = _dreamer(
+        make_cfg,
+        "dreamerv2_cartpole",
+        "model.rssm.norm=true",
+        "encoder.mlp.norm=true",
+        "decoder.mlp.norm=true",
+        "+model.reward_head.norm=true",
+        "+model.discount_head.norm=true",
+        "+behavior.actor.norm=true",
+        "+behavior.critic.norm=true",
+    )
+    norms = _layers(module, nn.LayerNorm)
+    for part in ("rssm.img_in", "rssm.img_out", "rssm.obs_out", "encoder", "decoder", "reward_head", "discount_head"):
+        assert any(name.startswith(f"world_model.{part}") for name in norms), part
+    for part in ("behavior.actor", "behavior.critic", "behavior.slow_critic"):
+        assert any(name.startswith(part) for name in norms), part
+    assert module.world_model.rssm.img_in[0].bias is None  # the norm's shift replaces the bias
+
+
+def test_gru_cell_by_hand():
+    """parts = W [x, h] + b -> LayerNorm (eps 1e-3) -> reset, candidate, update (bias -1):
+    h' = u * tanh(r * c) + (1 - u) * h. With W = 0, b = (1, 2, 3) and h = 0.5: the norm maps the parts
+    to (-k, 0, k), k = 1 / sqrt(2/3 + 1e-3), so h' = (1 - sigmoid(k - 1)) * 0.5."""
+    cell = GRUCell(1, 1, norm=True).double()
+    with torch.no_grad():
+        cell.linear.weight.zero_()
+        cell.linear.bias.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    out = cell(torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 0.5, dtype=torch.float64))
+    k = 1 / math.sqrt(2 / 3 + 1e-3)
+    assert out.item() == pytest.approx((1 - 1 / (1 + math.exp(-(k - 1)))) * 0.5, rel=1e-9)
