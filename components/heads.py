@@ -30,12 +30,16 @@ class TruncNormalConfig(MLPConfig):
     """Actor head for continuous actions; std = 2 * sigmoid(raw / 2) + min_std (official)."""
 
     min_std: float = 0.1
+    """Lower bound of the standard deviation before truncation."""
 
 
 class Head(nn.Module):
-    """MLP whose output parameterises a distribution (``make_dist``)."""
+    """MLP whose output parameterises a distribution (``make_dist``).
 
-    def __init__(self, cfg: MLPConfig, in_dim: int, params_dim: int, make_dist):
+    ``params_dim`` may be a list: separate output layers (as the official mean and std layers).
+    """
+
+    def __init__(self, cfg: MLPConfig, in_dim: int, params_dim: int | list[int], make_dist):
         super().__init__()
         self.net = MLP(in_dim, params_dim, cfg.layers, cfg.units, cfg.act, cfg.norm)
         self.make_dist = make_dist
@@ -73,7 +77,7 @@ def trunc_normal(cfg: TruncNormalConfig, in_dim: int, out_dim: int) -> Head:
         std = 2 * torch.sigmoid(raw_std / 2) + cfg.min_std
         return D.Independent(TruncatedNormal(torch.tanh(mean), std), 1)
 
-    return Head(cfg, in_dim, 2 * out_dim, make)
+    return Head(cfg, in_dim, [out_dim, out_dim], make)
 
 
 class SoftBernoulli(D.Bernoulli):

@@ -33,6 +33,9 @@ class ModelConfig:
     loss_scales: dict[str, float] = field(default_factory=lambda: {"decoder": 1.0, "reward": 1.0, "discount": 5.0})
     reward_transform: str = "tanh"
     opt: OptimConfig = field(default_factory=OptimConfig)
+    init: str = "keras"
+    """Initialisation of every network of the agent (world model, actor, critic): keras = Glorot-uniform
+    weights and zero biases (the official code's), torch = torch's layer defaults."""
 
 
 @dataclass

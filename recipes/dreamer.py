@@ -25,6 +25,7 @@ import torch
 from tensordict import TensorDict
 from torch.profiler import record_function
 
+from components.nets import initialize
 from recipes.behavior import Behavior
 from recipes.checkpoint import NonFiniteLoss
 from recipes.config import BehaviorConfig, ModelConfig, OptimConfig
@@ -64,6 +65,7 @@ class Dreamer(L.LightningModule):
         self.behavior = Behavior(
             behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
         )
+        initialize(self, model.init)
         self.env_info = env_info
         self.experience = None  # attached by recipes.train before fitting
         self.skipped_updates = 0

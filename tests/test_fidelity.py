@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from components.envs import EnvInfo
+from components.nets import ConcatLinear
 from components.rssm import GRUCell
 from recipes.dreamer import Dreamer
 from recipes.train import validate
@@ -96,3 +97,53 @@ def test_gru_cell_by_hand():
     out = cell(torch.zeros(1, 1, dtype=torch.float64), torch.full((1, 1), 0.5, dtype=torch.float64))
     k = 1 / math.sqrt(2 / 3 + 1e-3)
     assert out.item() == pytest.approx((1 - 1 / (1 + math.exp(-(k - 1)))) * 0.5, rel=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- initialisation
+
+
+def _glorot_bound(layer: nn.Module) -> float:
+    """sqrt(6 / (fan_in + fan_out)) with the kernel's receptive field in both fans (Keras)."""
+    if isinstance(layer, nn.Linear):
+        return math.sqrt(6 / (layer.in_features + layer.out_features))
+    field = layer.kernel_size[0] * layer.kernel_size[1]
+    return math.sqrt(6 / (field * (layer.in_channels + layer.out_channels)))
+
+
+@pytest.mark.parametrize("recipe", ["dreamerv2_atari", "dreamerv2_dmc"])
+def test_keras_initialisation_glorot_uniform_and_zero_biases(make_cfg, recipe):
+    module = _dreamer(make_cfg, recipe, "size.cnn_depth=16", "size.mlp_units=128")
+    layers = _layers(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))
+    # By hand for two layers: the first conv, C -> 16 channels with 4x4 kernels, and the GRU's dense layer.
+    channels = ENVS[recipe].obs_space["image"][0]
+    conv = module.world_model.encoder.parts["conv"].net[0]
+    assert _glorot_bound(conv) == pytest.approx(math.sqrt(6 / (4 * 4 * (channels + 16))))
+    gru = module.world_model.rssm.cell.linear
+    assert _glorot_bound(gru) == pytest.approx(math.sqrt(6 / (64 + 64 + 3 * 64)))
+    for name, layer in layers.items():
+        assert torch.all(layer.bias == 0), name
+        parts = [(layer.weight, _glorot_bound(layer))]
+        if isinstance(layer, ConcatLinear):  # separate official layers (actor mean and std): each its own bound
+            parts = [
+                (w, math.sqrt(6 / (layer.in_features + n)))
+                for w, n in zip(layer.weight.split(layer.out_dims), layer.out_dims)
+            ]
+        for weight, bound in parts:
+            assert weight.abs().max() <= bound, name
+            if weight.numel() >= 2000:  # uniform on [-bound, bound]: variance bound^2 / 3, the extremes reached
+                assert weight.var().item() == pytest.approx(bound**2 / 3, rel=0.1), name
+                assert weight.abs().max() > 0.98 * bound, name
+    actor_out = module.behavior.actor.net[-1]
+    assert isinstance(actor_out, ConcatLinear) == (recipe == "dreamerv2_dmc")  # trunc_normal: mean and std layers
+
+
+def test_torch_initialisation_stays_reachable(make_cfg):
+    module = _dreamer(make_cfg, "dreamerv2_atari", "model.init=torch")
+    gru = module.world_model.rssm.cell.linear
+    assert gru.bias.abs().max() > 0  # torch's biases are uniform in +-1/sqrt(fan_in)
+    assert gru.weight.abs().max() <= 1 / math.sqrt(gru.in_features) < _glorot_bound(gru)
+
+
+def test_unknown_init_is_refused(make_cfg):
+    with pytest.raises(Exception, match="model.init: unknown 'xavier'; valid: keras, torch"):
+        _dreamer(make_cfg, "dreamerv2_atari", "model.init=xavier")
