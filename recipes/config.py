@@ -20,6 +20,8 @@ class OptimConfig:
     eps: float = 1e-5
     clip: float = 100.0
     wd: float = 1e-6
+    """Weight decay as in the official code: every parameter is multiplied by (1 - wd) before each
+    Adam step, not scaled by the learning rate (AdamW's decay of earlier versions = wd * lr here)."""
 
 
 @dataclass

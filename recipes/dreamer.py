@@ -37,8 +37,13 @@ NONFINITE = ("stop", "skip")
 
 
 def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
-    """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update."""
-    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd)
+    """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update.
+
+    The official decay multiplies every variable by ``1 - wd`` before the Adam step. AdamW does
+    ``p *= 1 - lr * weight_decay`` before its Adam step, so ``weight_decay = wd / lr`` is exactly that
+    (the learning rate is constant here).
+    """
+    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd / c.lr)
 
 
 @register("recipe", "dreamer")

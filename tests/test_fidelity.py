@@ -13,7 +13,8 @@ from torch import nn
 from components.envs import EnvInfo
 from components.nets import ConcatLinear
 from components.rssm import GRUCell
-from recipes.dreamer import Dreamer
+from recipes.config import OptimConfig
+from recipes.dreamer import Dreamer, adamw
 from recipes.train import validate
 
 ATARI = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
@@ -147,3 +148,39 @@ def test_torch_initialisation_stays_reachable(make_cfg):
 def test_unknown_init_is_refused(make_cfg):
     with pytest.raises(Exception, match="model.init: unknown 'xavier'; valid: keras, torch"):
         _dreamer(make_cfg, "dreamerv2_atari", "model.init=xavier")
+
+
+# ---------------------------------------------------------------------------------------------- weight decay
+
+
+def test_weight_decay_multiplies_by_one_minus_wd_before_the_adam_step():
+    """Official: var *= 1 - wd, then Adam. By hand for p = (1, -2), g = (0.5, -0.25), wd 0.1, lr 0.01:
+    Adam's first step is lr * g / (|g| + eps), so p' = 0.9 * p - 0.01 * g / (|g| + 1e-5)."""
+    p = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+    opt = adamw([p], OptimConfig(lr=0.01, eps=1e-5, wd=0.1))
+    p.grad = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    opt.step()
+    expected = [0.9 - 0.01 * 0.5 / (0.5 + 1e-5), -1.8 + 0.01 * 0.25 / (0.25 + 1e-5)]
+    torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    # a zero gradient afterwards: Adam's step is its momentum alone, the decay is again exactly (1 - wd)
+    before = p.detach().clone()
+    p.grad = torch.zeros(2, dtype=torch.float64)
+    opt.step()
+    m_hat = 0.9 * torch.tensor([0.5, -0.25], dtype=torch.float64) * 0.1 / (1 - 0.9**2)
+    v_hat = 0.999 * torch.tensor([0.25, 0.0625], dtype=torch.float64) * 0.001 / (1 - 0.999**2)
+    torch.testing.assert_close(p.detach(), 0.9 * before - 0.01 * m_hat / (v_hat.sqrt() + 1e-5), rtol=1e-12, atol=1e-12)
+
+
+def test_every_trained_parameter_is_decayed_and_the_slow_critic_is_not(make_cfg):
+    """The official ``wd_pattern`` is ``.*``: every variable of the world model, actor and critic."""
+    module = _dreamer(make_cfg, "dreamerv2_atari")
+    opts = module.configure_optimizers()
+    parts = (module.world_model, module.behavior.actor, module.behavior.critic)
+    for opt, part, c in zip(
+        opts, parts, (module.model_cfg.opt, module.behavior_cfg.actor_opt, module.behavior_cfg.critic_opt)
+    ):
+        (group,) = opt.param_groups
+        assert {id(p) for p in group["params"]} == {id(p) for p in part.parameters()}
+        assert group["lr"] * group["weight_decay"] == pytest.approx(c.wd)
+    slow = {id(p) for p in module.behavior.slow_critic.parameters()}
+    assert not slow & {id(p) for opt in opts for p in opt.param_groups[0]["params"]}
