@@ -53,7 +53,9 @@ class BehaviorConfig:
     lambda_: float = 0.95
     ent_scale: float = 1e-3
     slow_critic_every: int = 100
+    """The slow critic moves to the critic after actor-critic update 1, 1 + every, 1 + 2 * every, ..."""
     slow_critic_fraction: float = 1.0
+    """How far it moves there (1 = copy); the first move is always a copy (official)."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ One training step is one update on a replayed ``[B, T]`` batch:
 
 1. world model: reconstruction, reward, discount and KL losses -> model optimizer
 2. behavior: imagine ``horizon`` steps from every posterior state -> actor and critic optimizers
-3. every ``slow_critic_every`` updates, refresh the slow critic
+3. after actor-critic update 1, 1 + ``slow_critic_every``, ..., refresh the slow critic
 
 The first ``world_model_pretrain`` updates (``train.world_model_pretrain``; 0 in
 the paper's recipes) stop after step 1: they teach the world model the prefill
@@ -138,7 +138,7 @@ class Dreamer(L.LightningModule):
             return
         self._step("actor", actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step("critic", critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
-        self.behavior.update_slow_critic(self.updates_made)
+        self.behavior.update_slow_critic(self.updates_made - self.world_model_pretrain)
         metrics.update(behavior_metrics)
         self._log(metrics)
 

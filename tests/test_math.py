@@ -523,19 +523,26 @@ def test_critic_loss_reaches_only_the_critic():
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_slow_critic_moves_every_n_updates(fraction):
+def test_slow_critic_moves_after_updates_1_then_every_n(fraction):
+    """The official counter starts at 0 and copies at 0, every, 2 * every before it counts: after
+    update 1, 1 + every, ... (1, 4, 7 for every = 3); the first move is a copy whatever the fraction."""
     _, beh, _ = _behavior({"name": "reinforce"}, slow_critic_every=3, slow_critic_fraction=fraction)
+    slow, fast = list(beh.slow_critic.parameters()), list(beh.critic.parameters())
+    assert any((s != f).any() for s, f in zip(slow, fast))  # its own initial weights, as the official
+    beh.update_slow_critic(1)
+    for s, f in zip(slow, fast):
+        torch.testing.assert_close(s, f)
     with torch.no_grad():
-        for p in beh.critic.parameters():
+        for p in fast:
             p.add_(1.0)
-    before = [p.clone() for p in beh.slow_critic.parameters()]
-    for updates in (1, 2, 4, 5):
+    before = [p.clone() for p in slow]
+    for updates in (2, 3):
         beh.update_slow_critic(updates)
-        for b, p in zip(before, beh.slow_critic.parameters()):
+        for b, p in zip(before, slow):
             torch.testing.assert_close(p, b)
-    beh.update_slow_critic(6)
-    for b, slow, fast in zip(before, beh.slow_critic.parameters(), beh.critic.parameters()):
-        torch.testing.assert_close(slow, (1 - fraction) * b + fraction * fast)
+    beh.update_slow_critic(4)
+    for b, s, f in zip(before, slow, fast):
+        torch.testing.assert_close(s, (1 - fraction) * b + fraction * f)
 
 
 # ---------------------------------------------------------------------------------------------- distributions and RSSM
