@@ -99,7 +99,11 @@ class OneHot(D.OneHotCategoricalStraightThrough):
 
 
 class TruncatedNormal(D.Distribution):
-    """Normal(loc, scale) truncated to [low, high]; rsample by the inverse CDF (differentiable)."""
+    """Normal(loc, scale) truncated to [low, high]; rsample by the inverse CDF (differentiable).
+
+    Samples are clipped ``clip`` inside the bounds with a straight-through gradient (the official
+    ``TruncNormalDist``): the value moves, the gradient is that of the unclipped sample.
+    """
 
     arg_constraints: dict = {}
     has_rsample = True
@@ -116,8 +120,8 @@ class TruncatedNormal(D.Distribution):
         shape = self._extended_shape(sample_shape)
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
         x = torch.special.ndtri(self._cdf_a + u * self._z) * self.scale + self.loc
-        eps = 1e-6
-        return x.clamp(self.low + eps, self.high - eps)
+        clip = 1e-6
+        return x + (x.clamp(self.low + clip, self.high - clip) - x).detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         x = (value - self.loc) / self.scale

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from components.envs import EnvInfo
+from components.heads import TruncatedNormal
 from components.nets import ConcatLinear
 from components.rssm import GRUCell
 from recipes.config import OptimConfig
@@ -184,3 +185,25 @@ def test_every_trained_parameter_is_decayed_and_the_slow_critic_is_not(make_cfg)
         assert group["lr"] * group["weight_decay"] == pytest.approx(c.wd)
     slow = {id(p) for p in module.behavior.slow_critic.parameters()}
     assert not slow & {id(p) for opt in opts for p in opt.param_groups[0]["params"]}
+
+
+# ---------------------------------------------------------------------------------------------- sampling, acting
+
+
+def test_truncated_normal_clip_is_straight_through():
+    """Samples above 1 - 1e-6 take that value but keep the gradient of the unclipped sample."""
+    loc = torch.tensor([0.9999999] * 64, dtype=torch.float64, requires_grad=True)
+    scale = torch.full((64,), 1e-6, dtype=torch.float64)
+    torch.manual_seed(0)
+    sample = TruncatedNormal(loc, scale).rsample()
+    (grad,) = torch.autograd.grad(sample.sum(), loc)
+    clipped = sample.detach() == 1 - 1e-6
+    assert 10 < clipped.sum() < 60 and sample.max() <= 1 - 1e-6
+    # the unclipped inverse-CDF sample from the same uniforms, differentiated by hand through autograd
+    torch.manual_seed(0)
+    dist = TruncatedNormal(loc, scale)
+    u = torch.rand(64, dtype=torch.float64).clamp(1e-6, 1 - 1e-6)
+    raw = torch.special.ndtri(dist._cdf_a + u * dist._z) * scale + loc
+    (raw_grad,) = torch.autograd.grad(raw.sum(), loc)
+    torch.testing.assert_close(grad, raw_grad)
+    assert raw_grad[clipped].abs().min() > 0  # clamping would have given 0 here
