@@ -131,7 +131,7 @@ class Dreamer(L.LightningModule):
 
         with record_function("imagine.forward"):
             actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
-                self.world_model, post, batch["is_terminal"], self.updates_made
+                self.world_model, post, batch["is_terminal"], self.experience.global_steps
             )
         losses = {"behavior/actor_loss": actor_loss, "behavior/critic_loss": critic_loss}
         if not self._finite({**behavior_metrics, **losses}, "behavior/"):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from tensordict import TensorDict
 from torch import nn
 
 from components.envs import EnvInfo
@@ -207,3 +208,45 @@ def test_truncated_normal_clip_is_straight_through():
     (raw_grad,) = torch.autograd.grad(raw.sum(), loc)
     torch.testing.assert_close(grad, raw_grad)
     assert raw_grad[clipped].abs().min() > 0  # clamping would have given 0 here
+
+
+# ---------------------------------------------------------------------------------------------- update counters
+
+
+class _Experience:
+    global_steps = 12_345
+
+
+def test_update_passes_agent_steps_to_the_actor_gradient_and_counts_behavior_updates(make_cfg, monkeypatch):
+    """The official ``both`` schedule reads the environment-step counter; the slow critic counts the
+    actor-critic updates (not the world-model-only ones before them)."""
+    run, components = validate(make_cfg("recipe=dreamerv2_cartpole", "size=tiny"))
+    module = Dreamer(run.model, run.behavior, components, VECTOR, world_model_pretrain=2)
+    module.experience = _Experience()
+    seen = {"steps": [], "slow": []}
+
+    def loss(world_model, post, is_terminal, step):
+        seen["steps"].append(step)
+        zero = torch.zeros(())
+        return zero, zero, {}
+
+    monkeypatch.setattr(module.behavior, "loss", loss)
+    monkeypatch.setattr(module.behavior, "update_slow_critic", seen["slow"].append)
+    monkeypatch.setattr(module, "optimizers", lambda: (None, None, None))
+    monkeypatch.setattr(module, "_step", lambda *args: None)
+    monkeypatch.setattr(module, "_log", lambda metrics: None)
+    b, t = 2, 3
+    batch = TensorDict(
+        {
+            "state": torch.randn(b, t, 4),
+            "action": torch.zeros(b, t, 2),
+            "reward": torch.zeros(b, t),
+            "is_first": torch.zeros(b, t, dtype=torch.bool),
+            "is_terminal": torch.zeros(b, t, dtype=torch.bool),
+        },
+        [b, t],
+    )
+    for _ in range(4):
+        module.training_step(batch, 0)
+    assert seen["steps"] == [12_345, 12_345]  # updates 3 and 4; 1 and 2 train the world model only
+    assert seen["slow"] == [1, 2]

@@ -484,13 +484,30 @@ def test_actor_loss_depends_on_the_imagined_rewards_only_under_dynamics_backprop
 
 
 @pytest.mark.parametrize("discrete", [False, True])
-@pytest.mark.parametrize("rho, pure", [("1.0", "reinforce"), ("0.0", "dynamics")])
-def test_mix_endpoints_equal_the_pure_estimators(rho, pure, discrete):
-    _, mixed = _actor_grads({"name": "mix", "rho": rho}, discrete=discrete, seed=3)
-    _, ref = _actor_grads({"name": pure}, discrete=discrete, seed=3)
+def test_mix_at_rho_0_equals_dynamics_backprop(discrete):
+    _, mixed = _actor_grads({"name": "mix", "rho": "0.0"}, discrete=discrete, seed=3)
+    _, ref = _actor_grads({"name": "dynamics"}, discrete=discrete, seed=3)
     for a, b in zip(mixed.actor.parameters(), ref.actor.parameters()):
         assert b.grad is not None and b.grad.abs().sum() > 0
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_mix_reinforce_term_passes_the_action_gradient():
+    """The official ``both`` estimator takes log pi(a) of the action as sampled: with a straight-through
+    one-hot a = onehot + p - sg(p), p = softmax(z), d/dz [adv * sum(a * log_softmax(l))] is the softmax
+    Jacobian applied to g = adv * log_softmax(l): p * (g - p.g). REINFORCE detaches the action."""
+    logits = torch.tensor([[0.2, -0.4, 1.0]])
+    z = torch.tensor([[0.5, 0.1, -0.3]], requires_grad=True)
+    p = z.softmax(-1)
+    action = torch.tensor([[0.0, 1.0, 0.0]]) + p - p.detach()
+    returns, baseline = torch.tensor([3.0]), torch.tensor([1.0])
+    Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline).sum().backward()
+    g = 2.0 * logits.log_softmax(-1)
+    torch.testing.assert_close(z.grad, p.detach() * (g - (p.detach() * g).sum(-1, keepdim=True)))
+    assert not Reinforce()(OneHot(logits=logits), action, returns, baseline).requires_grad  # no path to z
+    # the value is that of the one-hot action: log pi(a) * advantage
+    value = Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline)
+    torch.testing.assert_close(value, 2.0 * logits.log_softmax(-1)[:, 1])
 
 
 def test_estimator_objectives_by_hand():
