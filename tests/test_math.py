@@ -137,14 +137,23 @@ def test_plain_kl_trains_both_sides_fully():
     torch.testing.assert_close(g_prior, r_prior)
 
 
-def test_gaussian_latent_kl_closed_form():
-    latent = Gaussian(GaussianConfig(size=2, min_std=0.1))
+@pytest.mark.parametrize(
+    "std_act, std",
+    [
+        ("sigmoid2", lambda raw: 2 / (1 + torch.exp(-raw / 2)) + 0.1),  # official DreamerV2
+        ("softplus", lambda raw: torch.log1p(torch.exp(raw)) + 0.1),  # DreamerV1
+    ],
+)
+def test_gaussian_latent_kl_closed_form(std_act, std):
+    latent = Gaussian(GaussianConfig(size=2, min_std=0.1, std_act=std_act))
     post = torch.tensor([[0.5, -1.0, 0.2, 0.3]])
     prior = torch.tensor([[0.0, 1.0, -0.4, 1.0]])
-    std = lambda raw: torch.nn.functional.softplus(raw) + 0.1  # noqa: E731
     m1, s1, m2, s2 = post[0, :2], std(post[0, 2:]), prior[0, :2], std(prior[0, 2:])
     expected = (torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum()
     torch.testing.assert_close(latent.kl(post, prior)[0], expected)
+    # the std itself, by hand at raw 0: sigmoid2 gives 2 * 1/2 + 0.1, softplus log 2 + 0.1
+    zero_std = latent.dist(torch.zeros(1, 4)).base_dist.scale[0, 0].item()
+    assert zero_std == pytest.approx({"sigmoid2": 1.1, "softplus": math.log(2) + 0.1}[std_act])
 
 
 # ---------------------------------------------------------------------------------------------- free nats
