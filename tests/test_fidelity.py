@@ -52,8 +52,9 @@ def _layers(module: nn.Module, kinds) -> dict[str, nn.Module]:
         ("dreamerv2_dmc", (), ["world_model.rssm.cell.norm"]),
         ("dreamerv2_cartpole", (), ["world_model.rssm.cell.norm"]),
         ("dreamerv2_atari", ("model.rssm.gru_norm=false",), []),  # the paper's "no layer norm" ablation
+        ("dreamerv1_dmc", (), []),  # DreamerV1's GRU has no layer norm
     ],
-    ids=["atari", "atari_nokl", "dmc", "cartpole", "atari-no-layer-norm"],
+    ids=["atari", "atari_nokl", "dmc", "cartpole", "atari-no-layer-norm", "v1_dmc"],
 )
 def test_layer_norm_only_inside_the_gru_and_a_bias_everywhere(make_cfg, recipe, overrides, norms):
     """Official nets: LayerNorm only in the GRU (Keras epsilon 1e-3); every Dense, Conv2D and
