@@ -71,6 +71,7 @@ def test_v1_recipe_is_gaussian_plain_dynamics(make_cfg):
     # DreamerV1's code: a GRU without layer norm, no weight decay, exploration noise 0.3, no target critic
     assert not run.model.rssm.gru_norm and not run.model.rssm.norm
     assert (run.model.opt.wd, run.behavior.actor_opt.wd, run.behavior.critic_opt.wd) == (0.0, 0.0, 0.0)
+    assert (run.model.opt.eps, run.behavior.actor_opt.eps, run.behavior.critic_opt.eps) == (1e-7, 1e-7, 1e-7)
     assert (run.behavior.expl_noise, run.behavior.slow_critic_every) == (0.3, 1)
 
 
