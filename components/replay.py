@@ -22,7 +22,7 @@ Samplers (TorchRL ``Sampler`` subclasses, so ``ReplayBuffer.sample`` returns the
 options: ``ongoing`` (draw each env's unfinished episode too), ``short=chain`` (an
 episode shorter than a window starts one that runs on into the next episodes, so
 CartPole's early failures are drawn) and ``reset_start=false`` (a mid-episode window
-keeps the stored previous action).
+keeps the stored previous action; ``uniform`` takes ``reset_start=true`` as well).
 
 Not TorchRL's ``SliceSampler``: it draws steps, not episodes, uniformly; it cannot
 chain short episodes (with ``strict_length`` it drops them, without it the slices
@@ -65,12 +65,10 @@ def stream(storage) -> tuple[int, int]:
 class UniformSampler(Sampler):
     """Uniform windows of ``length`` consecutive steps of one env's stream, as a ``[B, T]`` index."""
 
-    reset_start = False
-    """Whether :class:`Replay` flags each window's first step ``is_first``; here only episode starts carry it."""
-
-    def __init__(self, length: int, num_envs: int, seed: int = 0):
+    def __init__(self, length: int, num_envs: int, seed: int = 0, reset_start: bool = False):
         super().__init__()
         self.length, self.num_envs = length, num_envs
+        self.reset_start = reset_start  # read by Replay.sample: flag each window's first step is_first
         # Our own generator: ReplayBuffer.set_rng overwrites ``_rng`` (with None by default).
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -150,8 +148,8 @@ class EpisodeSampler(UniformSampler):
         short: str = "skip",
         reset_start: bool = True,
     ):
-        super().__init__(length, num_envs, seed)
-        self.prioritize_ends, self.ongoing, self.short, self.reset_start = prioritize_ends, ongoing, short, reset_start
+        super().__init__(length, num_envs, seed, reset_start)
+        self.prioritize_ends, self.ongoing, self.short = prioritize_ends, ongoing, short
         self._forget()
 
     def _forget(self) -> None:
@@ -255,6 +253,8 @@ class ReplayConfig:
     """Stored agent steps, all envs together; the oldest are overwritten."""
     storage: str = "memory"
     """``memory`` or ``disk`` (memory-mapped in the run directory)."""
+    reset_start: bool = False
+    """Flag every window's first step ``is_first``, so the RSSM starts it from a zero state and action."""
 
 
 @dataclass
@@ -267,7 +267,8 @@ class EpisodesConfig(ReplayConfig):
     """Episodes of at most ``train.length`` steps: ``skip`` (official) or ``chain`` into the next ones."""
     reset_start: bool = True
     """Flag every window's first step ``is_first``, so a mid-episode window starts from a zero state and
-    action (official); false keeps the stored previous action there (the state starts from zeros anyway)."""
+    action (official HEAD); false keeps the stored previous action there (the state starts from zeros
+    anyway), as 0216d33 and DreamerV1 did."""
 
     def check(self) -> None:
         if self.short not in SHORT:
@@ -369,7 +370,7 @@ class Replay:
 @register("replay", "uniform", ReplayConfig)
 def uniform(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
     """Uniform windows over the stored streams."""
-    return Replay(cfg, UniformSampler(length, num_envs, seed), num_envs, length, directory)
+    return Replay(cfg, UniformSampler(length, num_envs, seed, cfg.reset_start), num_envs, length, directory)
 
 
 def _episode_sampler(cfg: EpisodesConfig, length: int, num_envs: int, seed: int, ends: bool) -> EpisodeSampler:

@@ -213,8 +213,16 @@ def test_with_no_episode_to_draw_from_sampling_is_a_clear_error_and_ready_says_s
 def test_episode_sampler_options_are_checked():
     with pytest.raises(ConfigError, match=r"replay.short: unknown 'drop'; valid: skip, chain"):
         registry.build("replay", {"name": "episodes", "short": "drop"}, num_envs=1, length=4)
-    with pytest.raises(ConfigError, match=r"replay.ongoing.*valid keys: capacity, storage\b"):
+    with pytest.raises(ConfigError, match=r"replay.ongoing.*valid keys: capacity, storage, reset_start\)"):
         registry.build("replay", {"name": "uniform", "ongoing": True}, num_envs=1, length=4)
+
+
+def test_uniform_windows_start_with_is_first_when_asked():
+    replay = uniform(ReplayConfig(capacity=100, reset_start=True), num_envs=1, length=5, seed=0)
+    fill(replay, 40, 1)
+    batch = replay.sample(200)
+    assert batch["is_first"][:, 0].all()
+    assert torch.equal(batch["is_first"][:, 1:], batch["t"][:, 1:] % 7 == 0)  # later starts as stored
 
 
 @pytest.mark.parametrize("make", SAMPLERS)
