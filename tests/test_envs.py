@@ -106,7 +106,6 @@ def test_dmc_pixels_action_repeat_and_time_limit():
     check_obs(env, obs, first=True)
     assert os.environ.get("MUJOCO_GL")  # chosen (or given) before dm_control was imported
     dmc = env.unwrapped.dmc
-    assert dmc.physics.model.vis.quality.shadowsize == 0 and dmc.physics.model.vis.quality.offsamples == 0
     t0 = dmc.physics.data.time
     obs, reward, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
     check_obs(env, obs, first=False)
@@ -117,6 +116,22 @@ def test_dmc_pixels_action_repeat_and_time_limit():
     obs, reward, terminated, truncated, _ = env.step(np.zeros(1, np.float32))  # 5 agent steps x 2 = 10
     assert truncated and not terminated and obs["is_last"] and not obs["is_terminal"]
     assert env_info(env) == EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
+
+
+def test_dmc_renders_at_default_quality_unless_fast_render_is_asked_for():
+    """The official frames have MuJoCo's multisampling, shadows and reflections; ``fast_render`` drops them."""
+    default = make({"name": "dmc", "task": "cartpole_balance"})
+    fast = make({"name": "dmc", "task": "cartpole_balance", "fast_render": True})
+    quality = default.unwrapped.dmc.physics.model.vis.quality
+    assert quality.offsamples > 0 and quality.shadowsize > 0
+    assert default.unwrapped.dmc.physics.model.light_castshadow.any()
+    quality = fast.unwrapped.dmc.physics.model.vis.quality
+    assert quality.offsamples == 0 and quality.shadowsize == 0
+    assert not fast.unwrapped.dmc.physics.model.light_castshadow.any()
+    pretty, plain = default.reset(seed=0)[0]["image"], fast.reset(seed=0)[0]["image"]
+    assert default.unwrapped.dmc.physics.data.qpos.tolist() == fast.unwrapped.dmc.physics.data.qpos.tolist()
+    assert np.abs(pretty.astype(int) - plain.astype(int)).mean() > 1  # the same state, drawn differently
+    default.close(), fast.close()
 
 
 def test_dmc_proprio_keys_and_unit_actions():
