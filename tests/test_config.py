@@ -32,7 +32,7 @@ def test_atari_recipe_has_the_paper_hyperparameters(make_cfg):
         "noops": 30,
         "life_done": False,
         "time_limit": 108000,
-        "full_action_space": False,
+        "full_action_space": True,
     }
     assert (run.model.rssm.deter, run.model.rssm.hidden) == (600, 600)
     assert (c["latent"]["variables"], c["latent"]["classes"]) == (32, 32)

@@ -43,13 +43,14 @@ def test_atari_preprocessing_shapes_and_settings():
     ale_env = env.unwrapped
     assert ale_env._frameskip == 1  # the emulator repeats nothing itself: AtariPreprocessing does
     assert ale_env.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
-    assert env.action_space.n == 6 == len(ale_env.ale.getMinimalActionSet())  # Pong's minimal action set
+    assert env.action_space.n == 18  # the full action set, as the official code at the scores' commit
     assert env.metadata["action_repeat"] == 4
     colour = make(
-        {"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": True, "sticky": 0.0}
+        {"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": False, "sticky": 0.0}
     )
     obs, _ = colour.reset(seed=0)
-    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8 and colour.action_space.n == 18
+    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8
+    assert colour.action_space.n == 6 == len(colour.unwrapped.ale.getMinimalActionSet())  # the game's minimal set
     assert colour.unwrapped.spec.id == "ALE/SpaceInvaders-v5"
     assert colour.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
 
