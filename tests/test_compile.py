@@ -73,9 +73,12 @@ def test_bf16_autocast_matches_fp32_losses(make_cfg, recipe):
     half, half_grads = losses_and_grads(make_cfg, batch, recipe=recipe, autocast=torch.bfloat16)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     torch.testing.assert_close(half, full, rtol=2e-2, atol=1e-2)
-    # bf16 keeps 8 bits of mantissa: the gradients agree in direction, not digit by digit
+    # bf16 keeps 8 bits of mantissa: the gradients agree in direction, not digit by digit. The bound
+    # leaves room for straight-through samples that flip where two logits nearly tie: with the Keras
+    # initialisation 3% of the CartPole batch's latent states draw another class in bf16, which alone
+    # takes the cosine to 0.9989 (0.99999 where none flips).
     cosine = torch.nn.functional.cosine_similarity(
         torch.cat([g.flatten() for g in half_grads]), torch.cat([g.flatten() for g in full_grads]), dim=0
     )
-    assert cosine > 0.999
+    assert cosine > 0.995
     assert not torch.equal(half, full)  # autocast ran in bf16
