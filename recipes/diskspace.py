@@ -25,9 +25,8 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 class NoSpace(RuntimeError):
     """A file of the run could not be written for lack of space; the message names it and the sizes."""
 
-    def __init__(self, what: str, path: str | Path, needed: int, then: str = "", free: int | None = None):
-        self.path, self.needed = Path(path), needed
-        self.free = free_bytes(path) if free is None else free
+    def __init__(self, what: str, path: str | Path, needed: int, then: str = ""):
+        self.path, self.needed, self.free = Path(path), needed, free_bytes(path)
         super().__init__(
             f"could not write {what} {path}: no space left on device "
             f"(needs ~{size(needed)}, {size(self.free)} free){then}"
