@@ -42,6 +42,7 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
+from recipes.diskspace import NoSpace, allocated, free_bytes, reserve, writing
 from registry import ConfigError, register, unknown
 
 STORAGES = ("memory", "disk")
@@ -245,6 +246,28 @@ class EpisodeSampler(UniformSampler):
         )
 
 
+class ReservedMemmapStorage(LazyMemmapStorage):
+    """TorchRL's ``LazyMemmapStorage`` that claims the disk space of its whole capacity when it makes its files.
+
+    Memory-mapped files start sparse, and a write into a page that a full disk cannot back kills
+    the process with SIGBUS, saying nothing. So the files' blocks are reserved (``posix_fallocate``)
+    when the first step creates them, and a disk too small fails there with :class:`NoSpace`,
+    saying what the capacity needs and what is free.
+    """
+
+    def _init(self, data: TensorDict) -> None:
+        directory = Path(self.scratch_dir)
+        needed = data.bytes() * self.max_size  # one step of every env, times the rows
+        missing = needed - allocated(directory)  # a resumed replay's files already hold theirs
+        hint = "; lower replay.capacity or free some space"
+        if missing > free_bytes(directory):
+            raise NoSpace("replay", directory, missing, hint)
+        with writing("replay", directory, missing, then=hint):
+            super()._init(data)
+            for tensor in self._storage.values(include_nested=True, leaves_only=True):
+                reserve(tensor.filename)
+
+
 @dataclass
 class ReplayConfig:
     """``capacity`` in agent steps (all envs together); ``storage`` memory or disk (memory-mapped)."""
@@ -295,7 +318,7 @@ class Replay:
         if cfg.storage == "disk":
             if directory is None:
                 raise ConfigError("replay.storage: 'disk' needs a run directory (or use storage=memory)")
-            storage = LazyMemmapStorage(rows, scratch_dir=directory, existsok=True)
+            storage = ReservedMemmapStorage(rows, scratch_dir=directory, existsok=True)
         else:
             storage = LazyTensorStorage(rows)
         self.buffer = ReplayBuffer(storage=storage, sampler=sampler, writer=RoundRobinWriter(), batch_size=None)

@@ -137,6 +137,8 @@ class RunConfig:
     seed: int = 0
     run_dir: str = "runs/default"
     resume: str | None = None
+    resume_from: str | None = None
+    """With ``resume``: the checkpoint to continue from (a file in ``checkpoints/`` or a path), else the newest."""
     evaluate: str | None = None
 
 

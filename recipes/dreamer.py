@@ -176,8 +176,10 @@ class Dreamer(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
+        # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the updates
+        # made, so a resume schedules that update again instead of skipping it.
         state = {
-            "experience": self.experience.state_dict(),
+            "experience": {**self.experience.state_dict(), "updates": self.updates_made},
             "skipped_updates": self.skipped_updates,
             "updates_made": self.updates_made,
             "torch_rng": torch.get_rng_state(),

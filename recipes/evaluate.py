@@ -1,8 +1,9 @@
 """Evaluate a checkpoint: ``python run.py evaluate=<run dir> eval.episodes=10 eval.policy=mode``.
 
 Runs full episodes with the actor (its mode, or samples with ``eval.policy=sample``),
-prints mean +- std of the (unclipped) return, writes ``eval/returns.csv`` and GIF
-videos of the first ``eval.videos`` episodes into the run directory.
+prints mean +- std of the (unclipped) return, writes ``returns.csv`` and GIF
+videos of the first ``eval.videos`` episodes into this evaluation's own folder,
+``<run dir>/eval/<date>_<time>/`` (Hydra's job folder, beside its ``.hydra/``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tensordict import TensorDict
 
 import registry
 from recipes.checkpoint import load_checkpoint
+from recipes.diskspace import write_atomically, writing
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def frame(env, obs: dict) -> np.ndarray | None:
 
 def write_gif(path: Path, frames: list) -> None:
     """An evaluation episode's frames as a GIF at 30 frames per second."""
-    imageio.mimsave(path, frames, duration=1 / 30)
+    with writing("video", path, sum(f.nbytes for f in frames), remove=True):
+        imageio.mimsave(path, frames, duration=1 / 30)
 
 
 def _episode(module, env, seed: int, mode: bool, record: bool) -> tuple[float, int, list]:
@@ -97,8 +100,8 @@ def evaluate(cfg: DictConfig) -> dict:
     if eval_cfg.policy not in POLICIES:
         raise ConfigError(f"eval.policy: unknown {eval_cfg.policy!r}; valid: {', '.join(POLICIES)}")
     run, env, module = load_agent(run_dir, eval_cfg.checkpoint, 10_000, "evaluate")
-    out = run_dir / "eval"
-    out.mkdir(exist_ok=True)
+    out = Path(cfg.run_dir)  # this evaluation's own folder: a later one writes beside it, not over it
+    out.mkdir(parents=True, exist_ok=True)
     returns = []
     for i in range(eval_cfg.episodes):
         ret, length, frames = run_episode(
@@ -111,7 +114,7 @@ def evaluate(cfg: DictConfig) -> dict:
     env.close()
     returns_np = np.asarray(returns)
     lines = ["episode,return"] + [f"{i},{r}" for i, r in enumerate(returns)]
-    (out / "returns.csv").write_text("\n".join(lines) + "\n")
+    write_atomically("log", out / "returns.csv", "\n".join(lines) + "\n")
     summary = {"episodes": len(returns), "mean": float(returns_np.mean()), "std": float(returns_np.std())}
     print(f"return over {len(returns)} episodes ({eval_cfg.policy}): {summary['mean']:.1f} +- {summary['std']:.1f}")
     return summary

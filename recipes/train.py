@@ -26,9 +26,12 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 import registry
-from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, load_checkpoint
+from recipes import loggers
+from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoint
 from recipes.config import COMPONENT_KINDS, RunConfig
+from recipes.diskspace import write_atomically
 from recipes.evaluate import PeriodicEval
+from recipes.preflight import warn_devices
 from recipes.progress import ProgressBar
 from recipes.videos import VideoPredictions
 from registry import ConfigError
@@ -137,14 +140,14 @@ def cpu_has_bf16() -> bool:
 def save_run_info(cfg: DictConfig, run_dir: Path) -> None:
     """Write the resolved config and the git commit next to the run."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    write_atomically("config", run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent, timeout=5
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    (run_dir / "commit.txt").write_text((commit or "unknown") + "\n")
+    write_atomically("config", run_dir / "commit.txt", (commit or "unknown") + "\n")
 
 
 def make_logger(cfg: DictConfig, run_dir: Path):
@@ -173,7 +176,7 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     for override in overrides:
         key, _, value = override.partition("=")
         key = key.lstrip("+")
-        if key in ("resume", "evaluate") or key.startswith("hydra"):
+        if key in ("resume", "resume_from", "evaluate") or key.startswith("hydra"):
             continue
         if not key.startswith(("train.", "eval.")):
             raise ConfigError(f"resume: only train.* and eval.* can change when resuming, not {key!r}")
@@ -216,7 +219,7 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
         logger=make_logger(cfg, run_dir),
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        enable_checkpointing=False,
+        enable_checkpointing=True,  # Checkpointer is the run's checkpoint callback
         log_every_n_steps=1,
     )
 
@@ -232,6 +235,7 @@ def build(cfg: DictConfig):
     from recipes.experience import Experience
 
     run, components = validate(cfg)
+    warn_devices(run.train.accelerator, run.train.devices)
     run_dir = Path(run.run_dir)
     trainer = make_trainer(cfg, run, run_dir, components)
     rank, world = trainer.global_rank, trainer.world_size
@@ -274,9 +278,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Train the configured recipe (or resume ``cfg.resume``); returns a summary of the run."""
     ckpt = None
     if cfg.get("resume"):
+        resume_from = cfg.get("resume_from")
         cfg = resume_config(cfg.resume, overrides or [])
-        ckpt = last_checkpoint(cfg.run_dir)
-        load_checkpoint(ckpt)  # a corrupt or missing checkpoint fails here, naming the file
+        found = resume_checkpoint(cfg.run_dir, resume_from)  # the newest that loads (a corrupt one is named)
+        ckpt = found[0] if found else None
+        loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint
     module, experience, trainer = build(cfg)
     try:
         trainer.fit(

@@ -8,6 +8,8 @@ import imageio.v2 as imageio
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from recipes.diskspace import writing
+
 
 class VideoPredictions(Callback):
     """Every ``every`` updates (rank 0): ``sequences`` replayed windows, 5 observed frames then model-only frames."""
@@ -27,7 +29,8 @@ class VideoPredictions(Callback):
         video = pl_module.world_model.open_loop(sample, self.context).numpy()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"openloop_{pl_module.updates_made:08d}.gif"
-        imageio.mimsave(path, list(video.squeeze(-1) if video.shape[-1] == 1 else video), duration=1 / 15)
+        with writing("video", path, video.nbytes, remove=True):
+            imageio.mimsave(path, list(video.squeeze(-1) if video.shape[-1] == 1 else video), duration=1 / 15)
         step = pl_module.experience.frames
         if isinstance(trainer.logger, TensorBoardLogger):
             strip = video[:: max(len(video) // 10, 1)]  # every few frames, left to right
