@@ -22,7 +22,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.nets import MLP, MLPConfig
-from registry import register
+from registry import ConfigError, register
 
 
 @dataclass
@@ -30,6 +30,12 @@ class TruncNormalConfig(MLPConfig):
     """Actor head for continuous actions; std = 2 * sigmoid(raw / 2) + min_std (official)."""
 
     min_std: float = 0.1
+    """Lower bound of the standard deviation."""
+
+    def check(self) -> None:
+        super().check()
+        if self.min_std < 0:
+            raise ConfigError(f"min_std: must be >= 0, got {self.min_std}")
 
 
 class Head(nn.Module):

@@ -6,17 +6,21 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from registry import ConfigError
+from registry import ConfigError, unknown
 
 _ACTS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
 def activation(name: str) -> nn.Module:
     """An activation module by name (elu, relu, silu, tanh, gelu)."""
-    try:
-        return _ACTS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(_ACTS)}") from None
+    check_activation("act", name)
+    return _ACTS[name]()
+
+
+def check_activation(path: str, name: str) -> None:
+    """Raise the unknown-choice error for an activation name not in ``_ACTS`` (schemas' ``check``)."""
+    if name not in _ACTS:
+        raise unknown(path, name, _ACTS)
 
 
 def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
@@ -36,9 +40,20 @@ class MLPConfig:
     """
 
     layers: int = 4
+    """Hidden layers."""
     units: int = 400
+    """Units per hidden layer."""
     act: str = "elu"
+    """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = True
+    """LayerNorm after each hidden layer's linear map."""
+
+    def check(self) -> None:
+        if self.layers < 0:
+            raise ConfigError(f"layers: must be >= 0, got {self.layers}")
+        if self.units < 1:
+            raise ConfigError(f"units: must be >= 1, got {self.units}")
+        check_activation("act", self.act)
 
 
 class MLP(nn.Sequential):

@@ -37,7 +37,7 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
-from registry import ConfigError, register
+from registry import ConfigError, register, unknown
 
 STORAGES = ("memory", "disk")
 
@@ -192,7 +192,15 @@ class ReplayConfig:
     """``capacity`` in agent steps (all envs together); ``storage`` memory or disk (memory-mapped)."""
 
     capacity: int = 2_000_000
+    """Stored agent steps, all envs together (the oldest are overwritten)."""
     storage: str = "memory"
+    """memory, or disk: memory-mapped in <run dir>/replay/, kept across resumes."""
+
+    def check(self) -> None:
+        if self.storage not in STORAGES:
+            raise unknown("storage", self.storage, STORAGES)
+        if self.capacity < 1:
+            raise ConfigError(f"capacity: must be >= 1, got {self.capacity}")
 
 
 class Replay:
@@ -204,14 +212,7 @@ class Replay:
     """
 
     def __init__(self, cfg: ReplayConfig, sampler: UniformSampler, num_envs: int, length: int, directory: str | None):
-        if cfg.storage not in STORAGES:
-            raise ConfigError(f"replay.storage: unknown {cfg.storage!r}; valid: {', '.join(STORAGES)}")
-        rows = cfg.capacity // num_envs
-        if rows < length:
-            raise ConfigError(
-                f"replay.capacity: {cfg.capacity} steps over {num_envs} envs cannot hold one window of {length} "
-                f"(valid: capacity >= num_envs * length = {num_envs * length})"
-            )
+        rows = cfg.capacity // num_envs  # at least one window: checked with train.length by recipes.config
         if cfg.storage == "disk":
             if directory is None:
                 raise ConfigError("replay.storage: 'disk' needs a run directory (or use storage=memory)")

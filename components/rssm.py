@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.nets import dense
+from components.nets import check_activation, dense
+from registry import ConfigError
 
 State = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -50,9 +51,19 @@ class RSSMConfig:
     """Sizes of the deterministic state and hidden layers (paper Atari: 600 / 600)."""
 
     deter: int = 600
+    """Size of the deterministic (GRU) state."""
     hidden: int = 600
+    """Hidden units of the prior and posterior nets."""
     act: str = "elu"
+    """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = True
+    """LayerNorm in the GRU and the hidden layers."""
+
+    def check(self) -> None:
+        for name in ("deter", "hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        check_activation("act", self.act)
 
 
 class GRUCell(nn.Module):
