@@ -330,7 +330,7 @@ def test_a_resumed_run_continues_the_wall_time_of_learning_csv(tmp_path):
     """eval/learning.csv's wall_s goes on from the last row after a resume, instead of starting at zero."""
     from types import SimpleNamespace
 
-    from recipes.evaluate import PeriodicEval
+    from recipes.periodic_eval import PeriodicEval
 
     callback = PeriodicEval({}, every=10, episodes=1, run_dir=tmp_path, seed=0)
     rank0 = SimpleNamespace(is_global_zero=True)
