@@ -27,6 +27,7 @@ class AgentModule(L.LightningModule):
         self.log_every = log_every
         self.experience = None  # attached by recipes.train before fitting
         self.updates = 0  # updates made; saved in checkpoints
+        self.skipped_updates = 0  # updates an agent skipped on a non-finite loss (train.nonfinite=skip)
 
     def count_update(self) -> int:
         """Count the update being made (call first in ``training_step``); returns the new count."""
@@ -42,20 +43,13 @@ class AgentModule(L.LightningModule):
         self.trainer.should_stop = True
 
     # -- checkpoints ------------------------------------------------------------------------------
-    def rank_state(self) -> dict:
-        """This rank's counters beyond the experience's and ``updates`` (a subclass adds its own)."""
-        return {}
-
-    def load_rank_state(self, state: dict) -> None:
-        """Restore what :meth:`rank_state` returned."""
-
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
         state = {
             "experience": self.experience.state_dict(),
             "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
             "torch_rng": torch.get_rng_state(),
-            **self.rank_state(),
         }
         ranks = [state]
         if self.trainer.world_size > 1:
@@ -74,8 +68,8 @@ class AgentModule(L.LightningModule):
         self.experience.load_state_dict(state["experience"])
         # Older checkpoints: "updates_made", or before that only the batch count.
         self.updates = state.get("updates", state.get("updates_made", self.experience.sampled))
+        self.skipped_updates = state["skipped_updates"]
         torch.set_rng_state(state["torch_rng"])
-        self.load_rank_state(state)
 
     # -- logging ----------------------------------------------------------------------------------
     def log_update(self, metrics: dict) -> None:

@@ -60,7 +60,6 @@ class Dreamer(AgentModule):
         if run.train.compile:
             self.world_model.rssm.compile_steps()
         self.env_info = env_info
-        self.skipped_updates = 0
 
     # -- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -138,9 +137,3 @@ class Dreamer(AgentModule):
         self.skipped_updates += 1
         log.warning("%s; update skipped (%d skipped so far)", where, self.skipped_updates)
         return False
-
-    def rank_state(self) -> dict:
-        return {"skipped_updates": self.skipped_updates}
-
-    def load_rank_state(self, state: dict) -> None:
-        self.skipped_updates = state["skipped_updates"]
