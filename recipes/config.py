@@ -320,8 +320,14 @@ def validate(cfg: DictConfig | dict) -> tuple[RunConfig, dict]:
         if head is None:
             continue
         if isinstance(head, dict) and head.get("name") == "auto":
-            for name in auto:  # the env decides which; both must accept the settings
-                registry.validate("head", {**head, "name": name}, path=path)
+            errors = []
+            for name in auto:  # the env decides which: the settings must suit one of them
+                try:
+                    registry.validate("head", {**head, "name": name}, path=path)
+                except ConfigError as err:
+                    errors.append(err)
+            if len(errors) == len(auto):
+                raise errors[-1]
         else:
             registry.validate("head", head, path=path)
     capacity = getattr(typed["replay"], "capacity", None)
