@@ -32,8 +32,8 @@ class AtariConfig:
     """End the episode when a life is lost."""
     time_limit: int = 108000
     """Frames per episode before truncation (30 minutes at 60 fps)."""
-    full_action_space: bool = False
-    """All 18 actions instead of the game's minimal set."""
+    full_action_space: bool = True
+    """All 18 ALE actions, as the official code at the scores' commit (0216d33); false: the game's minimal set."""
 
     def check(self) -> None:
         if not 0.0 <= self.sticky <= 1.0:
