@@ -25,15 +25,17 @@ def check_top_level_keys(args: list[str]) -> None:
 
     Hydra would only suggest appending it (``+trian.batch=4``).
     """
+    keys = [arg.split("=", 1)[0].lstrip("+~") for arg in args if not arg.startswith("-") and "=" in arg]
+    tops = {key: key.split(".", 1)[0].split("@", 1)[0].split("/", 1)[0] for key in keys}  # +key, ++key, ~key
+    valid = {f.name for f in dataclasses.fields(RunConfig)} | {p.name for p in CONF.iterdir() if p.is_dir()}
+    valid.add("hydra")
+    if all(top in valid for top in tops.values()):
+        return
     from registry import unknown
     from registry.cli import conf_options
 
-    valid = {f.name for f in dataclasses.fields(RunConfig)} | set(conf_options(CONF)) | {"hydra"}
-    for arg in args:
-        if arg.startswith("-") or "=" not in arg:
-            continue
-        key = arg.split("=", 1)[0].lstrip("+~")  # +key, ++key, ~key
-        top = key.split(".", 1)[0].split("@", 1)[0].split("/", 1)[0]
+    valid |= set(conf_options(CONF))  # the plug-ins' config groups too
+    for key, top in tops.items():
         if top not in valid:
             raise SystemExit(f"config error: {unknown(key, top, sorted(valid), what='top-level key')}")
 
