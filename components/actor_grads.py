@@ -50,6 +50,7 @@ class Schedule:
     _LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
 
     def __init__(self, spec: str | float, key: str = "rho"):
+        """Parse ``spec``; a malformed one raises ``ConfigError("<key>: ...")``."""
         self.spec = str(spec)
         match = self._LINEAR.match(self.spec)
         try:
@@ -59,11 +60,9 @@ class Schedule:
                 self.start = self.end = float(self.spec)
                 self.steps = 1.0
         except ValueError:
-            raise ConfigError(
-                f"actor_grad.{key}: cannot read {self.spec!r}; use a number or 'linear(start,end,steps)'"
-            ) from None
+            raise ConfigError(f"{key}: cannot read {self.spec!r}; use a number or 'linear(start,end,steps)'") from None
         if self.steps <= 0:
-            raise ConfigError(f"actor_grad.{key}: steps in {self.spec!r} must be positive")
+            raise ConfigError(f"{key}: steps in {self.spec!r} must be positive")
 
     def __call__(self, step: int) -> float:
         frac = min(max(step / self.steps, 0.0), 1.0)
@@ -77,6 +76,11 @@ class MixConfig:
     rho: str = "linear(0.9,1.0,2.5e6)"
     """Weight of REINFORCE: a number or ``linear(start,end,steps)`` over agent steps."""
 
+    def check(self) -> None:
+        rho = Schedule(self.rho)
+        if not (0 <= rho.start <= 1 and 0 <= rho.end <= 1):
+            raise ConfigError(f"rho: values in {self.rho!r} must lie in [0, 1]")
+
 
 @register("actor_grad", "mix", MixConfig)
 class Mix:
@@ -84,8 +88,6 @@ class Mix:
 
     def __init__(self, cfg: MixConfig):
         self.rho = Schedule(cfg.rho)
-        if not (0 <= self.rho.start <= 1 and 0 <= self.rho.end <= 1):
-            raise ConfigError(f"actor_grad.rho: values in {cfg.rho!r} must lie in [0, 1]")
 
     def __call__(self, policy, actions, returns, baseline, step: int = 0) -> torch.Tensor:
         rho = self.rho(step)

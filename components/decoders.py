@@ -18,7 +18,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
-from components.nets import MLP, MLPConfig, activation
+from components.nets import MLP, MLPConfig, activation, check_activation
 from registry import ConfigError, register
 
 
@@ -27,9 +27,20 @@ class ConvDecoderConfig:
     """Transposed convolutions from a 1x1 map with 32 * depth channels up to 64x64."""
 
     depth: int = 48
+    """Channels of the last hidden layer (doubling towards the first)."""
     kernels: list[int] = field(default_factory=lambda: [5, 5, 6, 6])
+    """Kernel size of each transposed convolution (stride 2); [5, 5, 6, 6] makes 64x64."""
     act: str = "elu"
+    """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = False
+    """LayerNorm over channels and pixels after each hidden layer."""
+
+    def check(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"depth: must be >= 1, got {self.depth}")
+        if not self.kernels or min(self.kernels) < 1:
+            raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {self.kernels}")
+        check_activation("act", self.act)
 
 
 class UnitNormal(D.Independent):
@@ -125,7 +136,9 @@ class MultiDecoderConfig:
     """Settings of the image (conv) and vector (mlp) parts."""
 
     conv: ConvDecoderConfig = field(default_factory=ConvDecoderConfig)
+    """The conv decoder of the image keys."""
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    """The MLP decoder of the vector keys."""
 
 
 class MultiDecoder(_Decoder):

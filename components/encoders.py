@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from components.nets import MLP, MLPConfig, activation
+from components.nets import MLP, MLPConfig, activation, check_activation
 from registry import ConfigError, register
 
 
@@ -38,9 +38,20 @@ class ConvEncoderConfig:
     """Strided convolutions, doubling the channels after each layer."""
 
     depth: int = 48
+    """Channels of the first layer (doubling per layer)."""
     kernels: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
+    """Kernel size of each layer (stride 2)."""
     act: str = "elu"
+    """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = False
+    """LayerNorm over channels and pixels after each convolution."""
+
+    def check(self) -> None:
+        if self.depth < 1:
+            raise ConfigError(f"depth: must be >= 1, got {self.depth}")
+        if not self.kernels or min(self.kernels) < 1:
+            raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {self.kernels}")
+        check_activation("act", self.act)
 
 
 class ConvEncoder(nn.Module):
@@ -94,7 +105,9 @@ class MultiEncoderConfig:
     """Settings of the image (conv) and vector (mlp) parts."""
 
     conv: ConvEncoderConfig = field(default_factory=ConvEncoderConfig)
+    """The conv encoder of the image keys."""
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    """The MLP encoder of the vector keys."""
 
 
 class MultiEncoder(nn.Module):

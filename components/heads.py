@@ -22,7 +22,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.nets import MLP, MLPConfig
-from registry import register
+from registry import ConfigError, register
 
 
 @dataclass
@@ -31,6 +31,11 @@ class TruncNormalConfig(MLPConfig):
 
     min_std: float = 0.1
     """Lower bound of the standard deviation before truncation."""
+
+    def check(self) -> None:
+        super().check()
+        if self.min_std < 0:
+            raise ConfigError(f"min_std: must be >= 0, got {self.min_std}")
 
 
 class Head(nn.Module):

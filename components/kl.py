@@ -17,8 +17,9 @@ from registry import ConfigError, register
 
 
 def _check(cfg) -> None:
-    if cfg.free < 0 or cfg.scale < 0:
-        raise ConfigError(f"kl.free and kl.scale must be >= 0, got free={cfg.free}, scale={cfg.scale}")
+    for name in ("free", "scale"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}: must be >= 0, got {getattr(cfg, name)}")
 
 
 def _free(kl: torch.Tensor, free: float, free_avg: bool) -> torch.Tensor:
@@ -33,9 +34,18 @@ class BalancedConfig:
     """KL balancing: ``alpha`` of the gradient trains the prior, ``1 - alpha`` the posterior."""
 
     alpha: float = 0.8
+    """Share of the gradient that trains the prior (1 - alpha trains the posterior)."""
     free: float = 0.0
+    """Free nats: the KL below this is not penalised."""
     free_avg: bool = True
+    """Clip the batch mean at ``free`` (official) instead of each step's KL."""
     scale: float = 0.1
+    """Weight of the KL term in the world-model loss (beta)."""
+
+    def check(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ConfigError(f"alpha: must lie in [0, 1], got {self.alpha}")
+        _check(self)
 
 
 @register("kl", "balanced", BalancedConfig)
@@ -43,9 +53,6 @@ class Balanced:
     """alpha * KL(sg(post) || prior) + (1 - alpha) * KL(post || sg(prior)) (DreamerV2, eq. 2)."""
 
     def __init__(self, cfg: BalancedConfig):
-        if not 0.0 <= cfg.alpha <= 1.0:
-            raise ConfigError(f"kl.alpha must lie in [0, 1], got {cfg.alpha}")
-        _check(cfg)
         self.cfg = cfg
 
     def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
@@ -61,8 +68,14 @@ class PlainConfig:
     """Plain KL(post || prior), both sides trained (DreamerV1; the 'no balancing' ablation)."""
 
     free: float = 0.0
+    """Free nats: the KL below this is not penalised."""
     free_avg: bool = True
+    """Clip the batch mean at ``free`` (official) instead of each step's KL."""
     scale: float = 0.1
+    """Weight of the KL term in the world-model loss (beta)."""
+
+    def check(self) -> None:
+        _check(self)
 
 
 @register("kl", "plain", PlainConfig)
@@ -70,7 +83,6 @@ class Plain:
     """KL(post || prior) with gradients into both posterior and prior."""
 
     def __init__(self, cfg: PlainConfig):
-        _check(cfg)
         self.cfg = cfg
 
     def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):

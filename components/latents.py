@@ -26,8 +26,19 @@ class CategoricalConfig:
     """32 categorical variables of 32 classes each (paper); ``unimix`` mixes in a uniform (0 = off)."""
 
     variables: int = 32
+    """Categorical variables of the stochastic state."""
     classes: int = 32
+    """Classes per variable."""
     unimix: float = 0.0
+    """Share of a uniform distribution mixed into each variable's probabilities (0 = off)."""
+
+    def check(self) -> None:
+        if self.variables < 1:
+            raise ConfigError(f"variables: must be >= 1, got {self.variables}")
+        if self.classes < 2:
+            raise ConfigError(f"classes: must be >= 2, got {self.classes}")
+        if not 0.0 <= self.unimix < 1.0:
+            raise ConfigError(f"unimix: must lie in [0, 1), got {self.unimix}")
 
 
 @register("latent", "categorical", CategoricalConfig)
@@ -35,8 +46,6 @@ class Categorical:
     """Vector of one-hot categoricals with straight-through sample gradients (DreamerV2)."""
 
     def __init__(self, cfg: CategoricalConfig):
-        if cfg.variables < 1 or cfg.classes < 2:
-            raise ConfigError(f"latent: need variables >= 1 and classes >= 2, got {cfg.variables} x {cfg.classes}")
         self.variables, self.classes, self.unimix = cfg.variables, cfg.classes, cfg.unimix
         self.params_dim = self.size = cfg.variables * cfg.classes
 

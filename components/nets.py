@@ -18,10 +18,14 @@ INITS = ("keras", "torch")
 
 def activation(name: str) -> nn.Module:
     """An activation module by name (elu, relu, silu, tanh, gelu)."""
-    try:
-        return _ACTS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown activation {name!r}; valid: {', '.join(_ACTS)}") from None
+    check_activation("act", name)
+    return _ACTS[name]()
+
+
+def check_activation(path: str, name: str) -> None:
+    """Raise the unknown-choice error for an activation name not in ``_ACTS`` (schemas' ``check``)."""
+    if name not in _ACTS:
+        raise unknown(path, name, _ACTS)
 
 
 def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
@@ -54,6 +58,13 @@ class MLPConfig:
     """Activation after each hidden layer (elu, relu, silu, tanh, gelu)."""
     norm: bool = False
     """LayerNorm (and no bias) in each hidden layer; off in the official DreamerV2, on in DreamerV3."""
+
+    def check(self) -> None:
+        if self.layers < 0:
+            raise ConfigError(f"layers: must be >= 0, got {self.layers}")
+        if self.units < 1:
+            raise ConfigError(f"units: must be >= 1, got {self.units}")
+        check_activation("act", self.act)
 
 
 class MLP(nn.Sequential):

@@ -279,6 +279,12 @@ class ReplayConfig:
     reset_start: bool = False
     """Flag every window's first step ``is_first``, so the RSSM starts it from a zero state and action."""
 
+    def check(self) -> None:
+        if self.storage not in STORAGES:
+            raise unknown("storage", self.storage, STORAGES)
+        if self.capacity < 1:
+            raise ConfigError(f"capacity: must be >= 1, got {self.capacity}")
+
 
 @dataclass
 class EpisodesConfig(ReplayConfig):
@@ -294,6 +300,7 @@ class EpisodesConfig(ReplayConfig):
     anyway), as 0216d33 and DreamerV1 did."""
 
     def check(self) -> None:
+        super().check()
         if self.short not in SHORT:
             raise unknown("short", self.short, SHORT)
 
@@ -307,14 +314,7 @@ class Replay:
     """
 
     def __init__(self, cfg: ReplayConfig, sampler: UniformSampler, num_envs: int, length: int, directory: str | None):
-        if cfg.storage not in STORAGES:
-            raise ConfigError(f"replay.storage: unknown {cfg.storage!r}; valid: {', '.join(STORAGES)}")
-        rows = cfg.capacity // num_envs
-        if rows < length:
-            raise ConfigError(
-                f"replay.capacity: {cfg.capacity} steps over {num_envs} envs cannot hold one window of {length} "
-                f"(valid: capacity >= num_envs * length = {num_envs * length})"
-            )
+        rows = cfg.capacity // num_envs  # at least one window: checked with train.length by recipes.config
         if cfg.storage == "disk":
             if directory is None:
                 raise ConfigError("replay.storage: 'disk' needs a run directory (or use storage=memory)")

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.nets import NORM_EPS, dense
+from components.nets import NORM_EPS, check_activation, dense
+from registry import ConfigError
 
 State = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ class RSSMConfig:
     gru_norm: bool = True
     """LayerNorm inside the GRU cell, the only one of the official nets; false is the paper's
     "no layer norm" ablation."""
+
+    def check(self) -> None:
+        for name in ("deter", "hidden"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        check_activation("act", self.act)
 
 
 class GRUCell(nn.Module):

@@ -18,23 +18,21 @@ the loop, precision, devices, checkpoints and loggers; optimization is manual.
 from __future__ import annotations
 
 import logging
-import math
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from tensordict import TensorDict
 from torch.profiler import record_function
 
 from components.nets import initialize
+from recipes.agent import AgentModule
 from recipes.behavior import Behavior
 from recipes.checkpoint import NonFiniteLoss
-from recipes.config import BehaviorConfig, ModelConfig, OptimConfig
+from recipes.config import OptimConfig, RunConfig
 from recipes.world_model import WorldModel
-from registry import ConfigError, register
+from registry import register
 
 log = logging.getLogger(__name__)
-NONFINITE = ("stop", "skip")
 
 
 def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
@@ -57,63 +55,55 @@ def action_noise(action: torch.Tensor, amount: float, discrete: bool) -> torch.T
     return (action + amount * torch.randn_like(action)).clamp(-1, 1)
 
 
-@register("recipe", "dreamer")
-class Dreamer(L.LightningModule):
+@register("agent", "dreamer")
+class Dreamer(AgentModule):
     """DreamerV1/V2-family agent; which variant is decided by the components it is given."""
 
-    def __init__(
-        self,
-        model: ModelConfig,
-        behavior: BehaviorConfig,
-        components: dict,
-        env_info,
-        log_every: int = 100,
-        nonfinite: str = "stop",
-        world_model_pretrain: int = 0,
-    ):
-        super().__init__()
-        if nonfinite not in NONFINITE:
-            raise ConfigError(f"train.nonfinite: unknown {nonfinite!r}; valid: {', '.join(NONFINITE)}")
+    def __init__(self, run: RunConfig, components: dict, env_info):
+        super().__init__(log_every=run.train.log_every)
         self.automatic_optimization = False
-        self.model_cfg, self.behavior_cfg, self.log_every, self.nonfinite = model, behavior, log_every, nonfinite
-        self.world_model_pretrain = world_model_pretrain
-        self.world_model = WorldModel(model, components, env_info.obs_space, env_info.action_dim, behavior.discount)
-        self.behavior = Behavior(
-            behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
+        self.model_cfg, self.behavior_cfg = run.model, run.behavior
+        self.nonfinite, self.world_model_pretrain = run.train.nonfinite, run.train.world_model_pretrain
+        self.world_model = WorldModel(
+            run.model, components, env_info.obs_space, env_info.action_dim, run.behavior.discount
         )
-        initialize(self, model.init)
+        self.behavior = Behavior(
+            run.behavior,
+            components["actor_grad"],
+            self.world_model.rssm.feat_dim,
+            env_info.action_dim,
+            env_info.discrete,
+        )
+        initialize(self, run.model.init)
+        if run.train.compile:
+            self.world_model.rssm.compile_steps()
         self.env_info = env_info
-        self.experience = None  # attached by recipes.train before fitting
-        self.skipped_updates = 0
-        self.updates_made = 0
-        self._agent_state = None
-
-    @property
-    def updates(self) -> int:
-        """Batches the experience pipeline has scheduled: ``updates_made`` plus the one Lightning fetches
-        ahead of the update it is making (none after the last)."""
-        return self.experience.updates if self.experience is not None else 0
 
     # -- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def policy(self, obs: TensorDict, mode: bool = False, explore: bool = False) -> torch.Tensor:
-        """Actions for one step of every env ``[N]``: filter the observation, then sample (or take the mode);
-        ``explore`` (collecting experience) adds ``behavior.expl_noise``."""
+    def policy(self, obs: TensorDict, state=None, mode: str = "sample") -> tuple[torch.Tensor, tuple]:
+        """Actions for one step of every env ``[N]``: filter the observation, then act.
+
+        ``state`` is ``(RSSM state, previous action)``, ``None`` at the start. ``mode``: "sample" the
+        actor, take its "mode", or "explore" (collecting experience): sample and add ``behavior.expl_noise``.
+        """
         obs = obs.to(self.device)
-        n = obs.batch_size[0]
-        if self._agent_state is None or self._agent_state[1].shape[0] != n:
-            self._agent_state = (
-                self.world_model.rssm.initial(n, self.device),
-                torch.zeros(n, self.env_info.action_dim, device=self.device),
-            )
-        state, action = self._agent_state
-        state = self.world_model.act_step(state, obs, action)
-        dist = self.behavior.actor(self.world_model.rssm.features(state))
-        action = dist.mode if mode else dist.sample()
-        if explore and self.behavior_cfg.expl_noise > 0:
+        if state is None:
+            n = obs.batch_size[0]
+            state = (self.world_model.rssm.initial(n, self.device), torch.zeros(n, self.env_info.action_dim))
+        latent, action = state
+        latent = self.world_model.act_step(latent, obs, action.to(self.device))
+        dist = self.behavior.actor(self.world_model.rssm.features(latent))
+        action = dist.mode if mode == "mode" else dist.sample()
+        if mode == "explore" and self.behavior_cfg.expl_noise > 0:
             action = action_noise(action, self.behavior_cfg.expl_noise, self.env_info.discrete)
-        self._agent_state = (state, action)
-        return action
+        return action, (latent, action)
+
+    def video(self, batch: TensorDict) -> torch.Tensor | None:
+        """The world model's open-loop prediction of the ``image`` key (None without images)."""
+        if "image" not in self.env_info.obs_space:
+            return None
+        return self.world_model.open_loop(batch.to(self.device))
 
     # -- learning -------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -133,14 +123,14 @@ class Dreamer(L.LightningModule):
 
     def training_step(self, batch: TensorDict, batch_idx: int):
         model_opt, actor_opt, critic_opt = self.optimizers()
-        self.updates_made += 1
+        self.count_update()
         with record_function("world_model.forward"):
             model_loss, post, metrics = self.world_model.loss(batch)
         if not self._finite({**metrics, "model/loss": model_loss}, "model/"):
             return
         self._step("world_model", model_opt, model_loss, self.model_cfg.opt.clip)
-        if self.updates_made <= self.world_model_pretrain:
-            self._log(metrics)
+        if self.updates <= self.world_model_pretrain:
+            self.log_update(metrics)
             return
 
         with record_function("imagine.forward"):
@@ -152,9 +142,9 @@ class Dreamer(L.LightningModule):
             return
         self._step("actor", actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step("critic", critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
-        self.behavior.update_slow_critic(self.updates_made - self.world_model_pretrain)
+        self.behavior.update_slow_critic(self.updates - self.world_model_pretrain)
         metrics.update(behavior_metrics)
-        self._log(metrics)
+        self.log_update(metrics)
 
     def _finite(self, metrics: dict, prefix: str) -> bool:
         """Stop (or skip the update) before an optimizer step on a NaN/Inf loss, naming the term."""
@@ -162,64 +152,9 @@ class Dreamer(L.LightningModule):
         if torch.stack(list(losses.values())).isfinite().all():  # one host sync per loss group
             return True
         bad = ", ".join(k for k, v in losses.items() if not torch.isfinite(v))
-        where = f"non-finite {bad} at update {self.updates_made} (agent step {self.experience.global_steps})"
+        where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.global_steps})"
         if self.nonfinite == "stop":
             raise NonFiniteLoss(f"{where}; training stopped, the last good checkpoint is kept")
         self.skipped_updates += 1
         log.warning("%s; update skipped (%d skipped so far)", where, self.skipped_updates)
         return False
-
-    def on_train_epoch_end(self) -> None:
-        # One epoch is one pass of the experience iterable, which ends at ``train.steps``.
-        self.trainer.should_stop = True
-
-    # -- checkpoints ------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
-        # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the updates
-        # made, so a resume schedules that update again instead of skipping it.
-        state = {
-            "experience": {**self.experience.state_dict(), "updates": self.updates_made},
-            "skipped_updates": self.skipped_updates,
-            "updates_made": self.updates_made,
-            "torch_rng": torch.get_rng_state(),
-        }
-        ranks = [state]
-        if self.trainer.world_size > 1:
-            ranks = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(ranks, state)
-        checkpoint["dreamer"] = {"ranks": ranks}
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ranks = checkpoint["dreamer"]["ranks"]
-        if len(ranks) != self.trainer.world_size:
-            raise ConfigError(
-                f"this checkpoint was written by {len(ranks)} rank(s); resume it with the same world size "
-                f"(train.devices x train.num_nodes = {len(ranks)}), not {self.trainer.world_size}"
-            )
-        state = ranks[self.trainer.global_rank]
-        self.experience.load_state_dict(state["experience"])
-        self.skipped_updates = state["skipped_updates"]
-        self.updates_made = state.get("updates_made", self.experience.updates)  # older checkpoints: the batch count
-        torch.set_rng_state(state["torch_rng"])
-
-    def _log(self, metrics: dict) -> None:
-        exp = self.experience
-        bar = {"env_steps": float(exp.global_steps), "updates": float(self.updates_made), "fps": exp.fps}
-        if not math.isnan(exp.last_return):
-            bar["return"] = exp.last_return
-        self.log_dict(bar, prog_bar=True, logger=False, batch_size=1)
-        if self.logger is None:
-            return
-        while exp.finished:
-            steps, ret, length = exp.finished.popleft()
-            self.logger.log_metrics(
-                {"episode/return": ret, "episode/length": length},
-                step=steps * exp.world_size * self.env_info.action_repeat,
-            )
-        if self.updates_made % self.log_every == 0:
-            scalars = {k: float(v) for k, v in metrics.items()}
-            scalars.update(
-                {"train/updates": self.updates_made, "train/env_steps": exp.global_steps, "train/fps": exp.fps}
-            )
-            self.logger.log_metrics(scalars, step=exp.frames)

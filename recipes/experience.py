@@ -4,8 +4,8 @@ Each stored step holds observation ``t`` with the action that led to it and the
 reward that came with it (both zero at an episode start, where ``is_first`` is
 set), as the RSSM expects.
 
-Interleaving: every update replays ``batch * length`` steps; updates are due
-while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``,
+Interleaving: every update replays ``batch * length`` steps; updates are due (``sampled``: batches handed out)
+while ``sampled * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``,
 where ``pretrain`` counts ``train.pretrain + train.world_model_pretrain``.
 Before the first update, ``prefill`` agent steps are collected with uniform
 random actions, and more until the replay can draw a window (the official
@@ -65,8 +65,8 @@ class Experience:
         self.num_envs = self.envs.num_envs
         self.rng = np.random.default_rng(seed)
         self.agent_steps = 0
-        self.updates = 0
-        self.start_updates = 0  # updates before this pass of batches(): those of the checkpoint when resumed
+        self.sampled = 0  # batches handed out; the agent's ``updates`` trails it by the one Lightning prefetches
+        self.start_updates = 0  # batches before this pass of batches(): those of the checkpoint when resumed
         self.episodes = 0
         self.env_restarts = 0
         self._restarts_in_a_row = 0
@@ -78,6 +78,7 @@ class Experience:
 
     def _reset_envs(self, seed: int) -> None:
         self._obs, _ = self.envs.reset(seed=seed)
+        self._policy_state = None  # the agent's acting state, which its policy returns with each action
         self._action = torch.zeros(self.num_envs, self.info.action_dim)
         self._reward = np.zeros(self.num_envs, np.float32)
         self._ep_return = np.zeros(self.num_envs, np.float64)
@@ -109,7 +110,7 @@ class Experience:
         """The current observation of every env as a TensorDict ``[num_envs]``."""
         return TensorDict({k: torch.as_tensor(np.asarray(v)) for k, v in self._obs.items()}, batch_size=[self.num_envs])
 
-    def step(self, policy: Callable[[TensorDict], torch.Tensor] | None) -> None:
+    def step(self, policy: Callable | None) -> None:
         """Store the current observation, act (``policy`` or uniform random) and step every env once."""
         obs = self.observation()
         first = obs["is_first"].bool()
@@ -118,7 +119,11 @@ class Experience:
         record["reward"] = torch.as_tensor(np.where(first, 0.0, self._reward), dtype=torch.float32)
         self.replay.add(record)
         self._account(first.numpy(), obs["is_last"].bool().numpy())
-        action = (policy(obs) if policy is not None else self.random_action()).float().cpu()
+        if policy is None:
+            action = self.random_action()
+        else:
+            action, self._policy_state = policy(obs, self._policy_state, "explore")
+        action = action.float().cpu()
         env_action = action.argmax(-1).numpy() if self.info.discrete else action.numpy()
         self.agent_steps += self.num_envs
         try:
@@ -160,7 +165,7 @@ class Experience:
     def updates_due(self) -> bool:
         """Whether the train ratio asks for another update at the current number of agent steps."""
         c = self.cfg
-        return self.agent_steps >= self.prefill and self.updates * c.batch * c.length < self._replay_budget(
+        return self.agent_steps >= self.prefill and self.sampled * c.batch * c.length < self._replay_budget(
             self.agent_steps
         )
 
@@ -179,16 +184,20 @@ class Experience:
             + (c.pretrain + c.world_model_pretrain) * c.batch * c.length
         )
 
-    def batches(self, policy: Callable[[TensorDict], torch.Tensor]) -> Iterator[TensorDict]:
-        """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""
+    def batches(self, policy: Callable) -> Iterator[TensorDict]:
+        """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update.
+
+        ``policy(obs [N], state, "explore") -> (action [N, A], state)`` is the agent's; the
+        acting state is kept here between steps (and dropped when the envs restart).
+        """
         while self.agent_steps < self.prefill:
             self.step(None)
-        self._collect_until_drawable(policy if self.updates else None)  # resumed: a memory replay refills
+        self._collect_until_drawable(policy if self.sampled else None)  # resumed: a memory replay refills
         self._start_time, self._start_steps = time.time(), self.agent_steps
-        self.start_updates = self.updates
+        self.start_updates = self.sampled
         while self.agent_steps < self.steps or self.updates_due():
             if self.updates_due():
-                self.updates += 1
+                self.sampled += 1
                 with record_function("replay.sample"):
                     batch = self.replay.sample(self.cfg.batch)
                 yield batch
@@ -196,7 +205,7 @@ class Experience:
                 with record_function("collect"):
                     self.step(policy)
 
-    def _collect_until_drawable(self, policy: Callable[[TensorDict], torch.Tensor] | None) -> None:
+    def _collect_until_drawable(self, policy: Callable | None) -> None:
         """Step until the replay can draw a window; a clear error if episodes keep ending too short."""
         if self.replay.ready():
             return
@@ -221,7 +230,7 @@ class Experience:
         """Counters, the random-action RNG and the replay's position (its data stays in the storage)."""
         return {
             "agent_steps": self.agent_steps,
-            "updates": self.updates,
+            "updates": self.sampled,
             "episodes": self.episodes,
             "env_restarts": self.env_restarts,
             "last_return": self.last_return,
@@ -231,8 +240,9 @@ class Experience:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue the counters; reopen the replay (a memory replay starts empty and is refilled)."""
-        for key in ("agent_steps", "updates", "episodes", "env_restarts", "last_return"):
+        for key in ("agent_steps", "episodes", "env_restarts", "last_return"):
             setattr(self, key, state[key])
+        self.sampled = state["updates"]
         self.rng.bit_generator.state = state["rng"]
         if not self.replay.load_state_dict(state["replay"]) and state["replay"]["steps"]:
             log.warning(

@@ -12,8 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,6 +33,8 @@ def cpu_cores() -> int:
 
 def warn_devices(accelerator: str, devices: int) -> None:
     """Warn when ``devices`` ranks would run on the CPU with fewer cores than ranks."""
+    import torch  # here, not at the top: run.py imports this module before anything heavy
+
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and devices > 1 and devices > cpu_cores():
         log.warning(

@@ -27,7 +27,7 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
-        self._first = getattr(pl_module, "updates_made", 0)  # the checkpoint is restored by now
+        self._first = getattr(pl_module, "updates", 0)  # the checkpoint is restored by now
         self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
         self.train_progress_bar.set_description("Training")
 
@@ -37,7 +37,7 @@ class ProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_description("Training")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        done = getattr(pl_module, "updates_made", self._first + batch_idx + 1) - self._first
+        done = getattr(pl_module, "updates", self._first + batch_idx + 1) - self._first
         super().on_train_batch_end(trainer, pl_module, outputs, batch, done - 1)
 
     def get_metrics(self, trainer, pl_module):

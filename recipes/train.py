@@ -10,9 +10,7 @@ in seconds with the key's path and the valid choices.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import os
 import subprocess
 import warnings
@@ -25,12 +23,13 @@ from hydra.utils import instantiate
 from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
+import recipes.dreamer  # noqa: F401  (registers the built-in agent)
 import registry
 from recipes import loggers
 from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoint
-from recipes.config import COMPONENT_KINDS, RunConfig
+from recipes.config import RunConfig, validate
 from recipes.diskspace import write_atomically
-from recipes.evaluate import PeriodicEval
+from recipes.periodic_eval import PeriodicEval
 from recipes.preflight import warn_devices
 from recipes.progress import ProgressBar
 from recipes.videos import VideoPredictions
@@ -43,71 +42,6 @@ warnings.filterwarnings("ignore", message=".*no pre-optimization state was saved
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
-
-# (path, test, what it must be): numeric settings checked before anything is built.
-RANGES = [
-    ("train.batch", lambda v: v >= 1, ">= 1"),
-    ("train.length", lambda v: v >= 2, ">= 2"),
-    ("train.steps", lambda v: v >= 1, ">= 1"),
-    ("train.num_envs", lambda v: v >= 1, ">= 1"),
-    ("train.log_every", lambda v: v >= 1, ">= 1"),
-    ("train.pretrain", lambda v: v >= 0, ">= 0"),
-    ("train.world_model_pretrain", lambda v: v >= 0, ">= 0 (0 = off, the paper's setting)"),
-    ("train.train_ratio", lambda v: v > 0 and math.isfinite(v), "a positive number"),
-    ("train.checkpoint_every", lambda v: v >= 1, ">= 1"),
-    ("train.checkpoint_minutes", lambda v: v > 0, "> 0"),
-    ("train.keep_checkpoints", lambda v: v >= 1, ">= 1"),
-    ("train.devices", lambda v: v >= 1, ">= 1"),
-    ("train.num_nodes", lambda v: v >= 1, ">= 1"),
-    ("behavior.horizon", lambda v: v >= 2, ">= 2 (the actor needs a target after its action)"),
-    ("behavior.discount", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("behavior.lambda_", lambda v: 0 <= v <= 1, "in [0, 1]"),
-    ("behavior.ent_scale", lambda v: v >= 0, ">= 0"),
-    ("behavior.slow_critic_every", lambda v: v >= 1, ">= 1"),
-    ("behavior.slow_critic_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
-    ("behavior.expl_noise", lambda v: 0 <= v <= 1, "in [0, 1] (0 = no exploration noise, the official setting)"),
-    ("eval.episodes", lambda v: v >= 1, ">= 1"),
-    ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
-    ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
-    ("eval.during_videos", lambda v: v >= 0, ">= 0 (0 = no GIFs)"),
-    ("eval.video_every", lambda v: v >= 0, ">= 0 (0 = no videos)"),
-]
-POSITIVE_SIZES = ("cnn_depth", "mlp_units", "deter", "hidden", "stoch", "classes")
-
-
-def _get(obj, path: str):
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
-    """Type- and range-check the whole config: sections by schema, components through the registry."""
-    container = OmegaConf.to_container(cfg, resolve=True)
-    components = {kind: container.get(kind) for kind in COMPONENT_KINDS}
-    for kind, section in components.items():
-        registry.validate(kind, section, path=kind)
-    registry.get("recipe", container.get("recipe", "dreamer"))
-    plain = {k: v for k, v in container.items() if k not in COMPONENT_KINDS}
-    run = registry.core.to_schema(RunConfig, plain, path="config")
-    for path, ok, what in RANGES:
-        if not ok(_get(run, path)):
-            raise ConfigError(f"{path} must be {what}, got {_get(run, path)}")
-    for key in POSITIVE_SIZES:
-        if getattr(run.size, key) < 1:
-            raise ConfigError(f"size.{key} must be >= 1, got {getattr(run.size, key)}")
-    for name, opt in (
-        ("model.opt", run.model.opt),
-        ("behavior.actor_opt", run.behavior.actor_opt),
-        ("behavior.critic_opt", run.behavior.critic_opt),
-    ):
-        if not (opt.lr > 0 and opt.eps > 0 and opt.clip > 0 and 0 <= opt.wd < 1):
-            raise ConfigError(f"{name}: lr, eps and clip must be > 0 and wd in [0, 1), got {opt}")
-    if run.train.prefill < run.train.length:
-        raise ConfigError(
-            f"train.prefill ({run.train.prefill}) must be at least train.length ({run.train.length}) to sample a batch"
-        )
-    return run, components
 
 
 def precision(run: RunConfig) -> str:
@@ -225,7 +159,7 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
 
 
 def build(cfg: DictConfig):
-    """Validate ``cfg`` and build (module, experience, trainer) without training.
+    """Validate ``cfg`` and build (agent, experience, trainer) without training.
 
     With several ranks (``train.devices`` x ``train.num_nodes``) every rank builds its own
     environments (seeded apart) and replay shard (``replay/`` on rank 0, ``replay_rank<r>/``
@@ -234,8 +168,9 @@ def build(cfg: DictConfig):
     from components.envs import env_info, make_vector_env
     from recipes.experience import Experience
 
-    run, components = validate(cfg)
+    run, components = validate(cfg)  # every check, before anything is built or written
     warn_devices(run.train.accelerator, run.train.devices)
+    agent = registry.get("agent", run.agent)
     run_dir = Path(run.run_dir)
     trainer = make_trainer(cfg, run, run_dir, components)
     rank, world = trainer.global_rank, trainer.world_size
@@ -259,17 +194,7 @@ def build(cfg: DictConfig):
         seed=seed,
     )
     experience = Experience(make_envs, info, replay, run.train, seed, world_size=world)
-    module = registry.get("recipe", run.recipe).target(
-        run.model,
-        run.behavior,
-        components,
-        info,
-        log_every=run.train.log_every,
-        nonfinite=run.train.nonfinite,
-        world_model_pretrain=run.train.world_model_pretrain,
-    )
-    if run.train.compile:
-        module.world_model.rssm.compile_steps()
+    module = agent.target(run, components, info)
     module.experience = experience
     return module, experience, trainer
 
@@ -285,9 +210,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint
     module, experience, trainer = build(cfg)
     try:
-        trainer.fit(
-            module, train_dataloaders=experience.batches(functools.partial(module.policy, explore=True)), ckpt_path=ckpt
-        )
+        trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
     finally:
         experience.close()
     summary = {

@@ -12,23 +12,22 @@ from recipes.diskspace import writing
 
 
 class VideoPredictions(Callback):
-    """Every ``every`` updates (rank 0): ``sequences`` replayed windows, 5 observed frames then model-only frames."""
+    """Every ``every`` updates (rank 0): the agent's ``video`` of ``sequences`` replayed windows (Dreamer:
+    5 observed frames, then model-only frames); nothing for an agent whose ``video`` is None."""
 
-    def __init__(self, every: int, run_dir: Path, sequences: int = 4, context: int = 5):
-        self.every, self.sequences, self.context = every, sequences, context
+    def __init__(self, every: int, run_dir: Path, sequences: int = 4):
+        self.every, self.sequences = every, sequences
         self.directory = Path(run_dir) / "videos"
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if (
-            not trainer.is_global_zero
-            or pl_module.updates_made % self.every
-            or "image" not in pl_module.env_info.obs_space
-        ):
+        if not trainer.is_global_zero or pl_module.updates % self.every:
             return
-        sample = pl_module.experience.replay.sample(self.sequences).to(pl_module.device)
-        video = pl_module.world_model.open_loop(sample, self.context).numpy()
+        video = pl_module.video(pl_module.experience.replay.sample(self.sequences))
+        if video is None:
+            return
+        video = video.numpy()
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"openloop_{pl_module.updates_made:08d}.gif"
+        path = self.directory / f"openloop_{pl_module.updates:08d}.gif"
         with writing("video", path, video.nbytes, remove=True):
             imageio.mimsave(path, list(video.squeeze(-1) if video.shape[-1] == 1 else video), duration=1 / 15)
         step = pl_module.experience.frames

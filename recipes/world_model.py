@@ -14,11 +14,10 @@ import torch
 from torch import nn
 
 from components.rssm import RSSM
-from recipes.config import ModelConfig
-from registry import ConfigError, build
+from recipes.config import HEAD_NAMES, ModelConfig
+from registry import build
 
-REWARD_TRANSFORMS = {"tanh": torch.tanh, "identity": lambda r: r}
-HEAD_NAMES = ("decoder", "reward", "discount")
+REWARD_TRANSFORMS = {"tanh": torch.tanh, "identity": lambda r: r}  # names checked by ModelConfig
 
 
 class WorldModel(nn.Module):
@@ -37,17 +36,7 @@ class WorldModel(nn.Module):
         self.discount_head = (
             build("head", cfg.discount_head, path="model.discount_head", in_dim=feat) if cfg.discount_head else None
         )
-        if cfg.reward_transform not in REWARD_TRANSFORMS:
-            raise ConfigError(
-                f"model.reward_transform: unknown {cfg.reward_transform!r}; valid: {', '.join(REWARD_TRANSFORMS)}"
-            )
         self.heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]
-        for name in cfg.grad_heads:
-            if name not in self.heads:
-                raise ConfigError(f"model.grad_heads: unknown head {name!r}; valid: {', '.join(self.heads)}")
-        for name in cfg.loss_scales:  # a scale for an absent head (no discount head) is unused
-            if name not in HEAD_NAMES:
-                raise ConfigError(f"model.loss_scales: unknown head {name!r}; valid: {', '.join(HEAD_NAMES)}")
 
     def loss(self, batch) -> tuple[torch.Tensor, dict, dict]:
         """World-model loss on a ``[B, T]`` batch; returns (loss, posterior states, metrics)."""

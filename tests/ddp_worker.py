@@ -36,7 +36,7 @@ def main(run_dir: str, *overrides: str) -> None:
             "params": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
             "agent_steps": experience.agent_steps,
             "global_steps": experience.global_steps,
-            "updates": experience.updates,
+            "updates": experience.sampled,
             "actions": stored[: len(stored)]["action"].clone(),
         },
         Path(run_dir) / f"rank{trainer.global_rank}.pt",

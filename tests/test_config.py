@@ -121,7 +121,33 @@ def test_nokl_recipe_is_atari_with_plain_kl(make_cfg):
 def test_command_line_beats_recipe(make_cfg):
     _, c = validate(make_cfg("recipe=dreamerv2_atari", "latent=gaussian", "kl=plain", "actor_grad=dynamics"))
     assert (c["latent"]["name"], c["kl"]["name"], c["actor_grad"]["name"]) == ("gaussian", "plain", "dynamics")
-    assert c["kl"]["scale"] == 0.1  # the recipe's value still applies to the swapped component
+
+
+def test_a_swapped_option_keeps_its_own_defaults(make_cfg):
+    """The DMC recipe's free nats 1 and scale 1 belong to its balanced KL, not to whatever KL is chosen."""
+    _, c = validate(make_cfg("recipe=dreamerv2_dmc"))
+    assert (c["kl"]["free"], c["kl"]["scale"]) == (1.0, 1.0)
+    _, c = validate(make_cfg("recipe=dreamerv2_dmc", "kl=plain"))
+    assert c["kl"] == {"name": "plain", "free": 0.0, "free_avg": True, "scale": 0.1}  # conf/kl/plain.yaml
+    _, c = validate(make_cfg("recipe=dreamerv2_cartpole", "env=atari"))
+    assert c["env"]["task"] == "pong"  # not the recipe's CartPole-v1
+
+
+def test_a_misspelt_top_level_key_lists_the_valid_ones():
+    import run
+
+    with pytest.raises(SystemExit, match=r"^config error: trian.batch: unknown top-level key 'trian'; .*train"):
+        run.check_top_level_keys(["debug=smoke", "trian.batch=4"])
+    run.check_top_level_keys(["train.batch=4", "+kl.alpha=0.5", "kl=plain", "hydra.run.dir=x", "-m", "--help"])
+
+
+def test_a_bad_value_names_its_section_path(make_cfg):
+    with pytest.raises(ConfigError, match=r"^model\.opt\.lr: must be > 0, got -1\.0$"):
+        validate(make_cfg("model.opt.lr=-1"))
+    with pytest.raises(ConfigError, match=r"^behavior\.actor\.units: must be >= 1, got 0$"):
+        validate(make_cfg("behavior.actor.units=0"))
+    with pytest.raises(ConfigError, match=r"^replay\.capacity: 10 steps over 4 envs cannot hold one window of 8"):
+        validate(make_cfg("debug=smoke", "replay.capacity=10", "train.num_envs=4"))
 
 
 def test_unknown_component_lists_choices(make_cfg):

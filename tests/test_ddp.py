@@ -63,7 +63,7 @@ def test_global_step_counts_add_up_and_checkpoints_hold_every_rank(ddp_run):
     rank0, rank1 = (torch.load(ddp_run / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert rank0["agent_steps"] == rank1["agent_steps"] == 80  # train.steps=160 split over 2 ranks
     assert rank0["global_steps"] == rank0["agent_steps"] + rank1["agent_steps"]
-    ranks = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["dreamer"]["ranks"]
+    ranks = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["agent"]["ranks"]
     assert [r["experience"]["agent_steps"] for r in ranks] == [80, 80]
     assert all(r["experience"]["replay"]["steps"] == 80 for r in ranks)
     assert (ddp_run / "checkpoints" / "step_000000000160.ckpt").is_file()  # named by the global count
@@ -75,7 +75,7 @@ def test_resume_with_the_same_world_size_continues_every_shard(ddp_run):
     assert rank0["agent_steps"] == rank1["agent_steps"] == 120  # continued from 80 each, not from 0
     for name, value in rank0["params"].items():
         assert torch.equal(value, rank1["params"][name]), f"{name} differs between ranks after resuming"
-    ranks = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["dreamer"]["ranks"]
+    ranks = load_checkpoint(ddp_run / "checkpoints" / "last.ckpt")["agent"]["ranks"]
     assert [r["experience"]["replay"]["steps"] for r in ranks] == [120, 120]  # shards reopened, then extended
 
 
@@ -117,7 +117,7 @@ def test_sigterm_saves_every_rank_and_stops_the_run(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # the rank processes too
     assert proc.returncode == 0, err[-3000:]
     assert "SIGTERM: saved a checkpoint" in err
-    ranks = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["ranks"]
+    ranks = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["agent"]["ranks"]
     steps = [r["experience"]["agent_steps"] for r in ranks]
     assert len(ranks) == 2 and steps[0] == steps[1] > 32, steps  # beyond the prefill: it trained
     rank0 = torch.load(run_dir / "rank0.pt", weights_only=False)  # the worker finished its fit normally

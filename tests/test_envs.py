@@ -161,7 +161,7 @@ def test_dmc_proprio_keys_and_unit_actions():
     ids=["atari", "gym-vector", "dmc-proprio"],
 )
 def test_evaluation_videos_have_frames_for_image_and_vector_envs(cfg, shape):
-    from recipes.evaluate import frame
+    from recipes.episodes import frame
 
     env = make(cfg)
     obs, _ = env.reset(seed=0)
@@ -279,8 +279,8 @@ def test_async_vector_env_runs_envs_in_subprocesses():
             r"env.task: unknown gymnasium id 'CartPol-v1'; did you mean: CartPole-v1",
         ),
         ({"name": "atari", "sticky": 1.5}, r"env.sticky: must lie in \[0, 1\]"),
-        ({"name": "dmc", "pixels": False}, r"env.pixels / env.proprio"),
-        ({"name": "atarii"}, r"unknown env 'atarii'; valid env names: atari, dmc, gym"),
+        ({"name": "dmc", "pixels": False}, r"env.pixels / proprio: both are false"),
+        ({"name": "atarii"}, r"env: unknown env 'atarii'; valid: atari, dmc, gym"),
     ],
 )
 def test_bad_settings_raise_config_errors_listing_valid_alternatives(cfg, message):

@@ -25,15 +25,18 @@ def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:
 
 def test_stored_steps_hold_the_action_that_led_to_them():
     exp = _experience(TrainConfig(length=8, prefill=8, steps=400, batch=4))
-    taken = []
+    taken, states = [], []
 
-    def policy(obs):
+    def policy(obs, state, mode):
+        assert mode == "explore"  # collecting experience: the agent may add exploration noise
+        states.append(state)
         action = torch.nn.functional.one_hot(torch.randint(2, (obs.batch_size[0],)), 2).float()
         taken.append(action)
-        return action
+        return action, len(taken)
 
     for _ in range(200):
         exp.step(policy)
+    assert states == [None, *range(1, 200)]  # the acting state the policy returned comes back to it
     data = exp.replay.buffer._storage.get(torch.arange(200))  # [time, env], in write order
     first = data["is_first"]
     assert first[0].all() and first.sum() > 2  # several episodes ended and restarted
@@ -48,17 +51,18 @@ def test_train_ratio_sets_replayed_steps_per_agent_step():
     cfg = TrainConfig(batch=4, length=8, train_ratio=64, prefill=40, pretrain=3, steps=840)
     exp = _experience(cfg)
     predicted = exp.total_updates  # what the progress bar shows as its total
-    batches = list(exp.batches(policy=lambda obs: exp.random_action()))
+    batches = list(exp.batches(policy=lambda obs, state, mode: (exp.random_action(), None)))
     assert predicted == len(batches)
     assert all(b.batch_size == torch.Size([4, 8]) for b in batches)
     # pretrain updates right after the prefill, then train_ratio / (B * T) = 2 per agent step
     assert len(batches) == cfg.pretrain + 2 * (exp.agent_steps - cfg.prefill)
-    assert exp.agent_steps == 840 and exp.updates == len(batches)
+    assert exp.agent_steps == 840 and exp.sampled == len(batches)
     # a further pass (a resumed run with a larger budget): the bar's total is what this pass makes
     exp.steps = 900
-    more = list(exp.batches(policy=lambda obs: exp.random_action()))
+    more = list(exp.batches(policy=lambda obs, state, mode: (exp.random_action(), None)))
     bar = ProgressBar()
     bar._trainer = SimpleNamespace(lightning_module=SimpleNamespace(experience=exp))
+    bar._first = len(batches)  # on_train_start reads it from the resumed agent's update count
     assert exp.start_updates == len(batches) and bar.total_train_batches == len(more) == 2 * 60
     bar.train_progress_bar = bar.init_train_tqdm()
     bar.on_train_epoch_start(SimpleNamespace(current_epoch=1))
@@ -69,7 +73,9 @@ def test_train_ratio_sets_replayed_steps_per_agent_step():
 def test_world_model_pretrain_updates_follow_the_prefill_with_the_pretrain_ones():
     cfg = TrainConfig(batch=4, length=8, train_ratio=64, prefill=40, pretrain=3, world_model_pretrain=5, steps=100)
     exp = _experience(cfg)
-    steps_at_update = [exp.agent_steps for _ in exp.batches(policy=lambda obs: exp.random_action())]
+    steps_at_update = [
+        exp.agent_steps for _ in exp.batches(policy=lambda obs, state, mode: (exp.random_action(), None))
+    ]
     assert steps_at_update[:8] == [40] * 8 and steps_at_update[8] > 40
     assert len(steps_at_update) == exp.total_updates == 3 + 5 + 2 * (exp.agent_steps - cfg.prefill)
 
@@ -101,7 +107,7 @@ def test_first_batch_waits_for_a_complete_episode_longer_than_a_window():
     assert batch.batch_size == (4, 30) and batch["is_first"][:, 0].all()
     # the updates the train ratio owes the steps collected past the prefill follow the pretrain one
     owed = math.ceil(60 * (exp.agent_steps - exp.prefill) / 120)  # prefill: at least one window, 30
-    assert len(batches) == exp.updates == exp.total_updates == 1 + owed
+    assert len(batches) == exp.sampled == exp.total_updates == 1 + owed
 
 
 def test_a_window_no_episode_can_fill_is_a_clear_error_not_a_hang():

@@ -283,12 +283,12 @@ def test_progress_bar_of_a_resume_counts_the_updates_left():
     from recipes.progress import ProgressBar
 
     bar = ProgressBar()
-    module = SimpleNamespace(experience=SimpleNamespace(total_updates=300), updates_made=120)
+    module = SimpleNamespace(experience=SimpleNamespace(total_updates=300), updates=120)
     bar._trainer = SimpleNamespace(lightning_module=module, is_global_zero=True)
     bar.get_metrics = lambda trainer, pl_module: {}
     bar.on_train_start(bar._trainer, module)
     assert bar.train_progress_bar.total == 180
-    module.updates_made = 121  # Lightning's restored batch index would say 101 here
+    module.updates = 121  # Lightning's restored batch index would say 101 here
     bar.on_train_batch_end(bar._trainer, module, None, None, batch_idx=101)
     assert bar.train_progress_bar.n == 1
 
@@ -344,9 +344,9 @@ def test_a_run_killed_at_random_moments_resumes_as_one_run(tmp_path):
         survived.append(f"{phase} {n}")
         state = last_state(run_dir)
         if state is not None:  # what the next resume starts from must stay as it is
-            stored = state["dreamer"]["ranks"][0]["experience"]["replay"]["steps"]
+            stored = state["agent"]["ranks"][0]["experience"]["replay"]["steps"]
             hashes.append((stored, replay_rows_hash(run_dir / "replay", stored, capacity)))
-    before = last_state(run_dir)["dreamer"]["ranks"][0]["updates_made"]
+    before = last_state(run_dir)["agent"]["ranks"][0]["updates"]
     done = subprocess.run(
         [sys.executable, str(WORKER), "none", "0", f"resume={run_dir}"], cwd=ROOT, capture_output=True, text=True
     )
@@ -355,10 +355,8 @@ def test_a_run_killed_at_random_moments_resumes_as_one_run(tmp_path):
     assert f"0/{updates - before}" in done.stdout + done.stderr  # the progress bar counts the updates left
 
     final = last_state(run_dir)
-    rank = final["dreamer"]["ranks"][0]
-    assert (
-        rank["experience"]["agent_steps"] == steps and rank["updates_made"] == updates == rank["experience"]["updates"]
-    )
+    rank = final["agent"]["ranks"][0]
+    assert rank["experience"]["agent_steps"] == steps and rank["updates"] == updates == rank["experience"]["updates"]
     for stored, digest in hashes:
         assert replay_rows_hash(run_dir / "replay", stored, capacity) == digest
     metrics = rows(run_dir / "csv" / "metrics.csv")

@@ -34,7 +34,7 @@ ENVS = {
 def _dreamer(make_cfg, recipe: str, *overrides: str, env: EnvInfo | None = None) -> Dreamer:
     run, components = validate(make_cfg(f"recipe={recipe}", "size=tiny", *overrides))
     torch.manual_seed(0)
-    return Dreamer(run.model, run.behavior, components, env or ENVS[recipe])
+    return Dreamer(run, components, env or ENVS[recipe])
 
 
 def _layers(module: nn.Module, kinds) -> dict[str, nn.Module]:
@@ -232,9 +232,9 @@ def test_policy_adds_exploration_noise_only_when_exploring(make_cfg):
         out.weight.zero_()
         out.bias.copy_(torch.tensor([50.0, -50.0]))
     obs = TensorDict({"state": torch.zeros(2000, 4), "is_first": torch.ones(2000, dtype=torch.bool)}, [2000])
-    assert module.policy(obs)[:, 0].all()
-    module._agent_state = None
-    assert module.policy(obs, explore=True)[:, 1].mean().item() == pytest.approx(0.5, abs=0.05)
+    assert module.policy(obs, None, "sample")[0][:, 0].all()
+    assert module.policy(obs, None, "mode")[0][:, 0].all()
+    assert module.policy(obs, None, "explore")[0][:, 1].mean().item() == pytest.approx(0.5, abs=0.05)
 
 
 # ---------------------------------------------------------------------------------------------- update counters
@@ -247,8 +247,8 @@ class _Experience:
 def test_update_passes_agent_steps_to_the_actor_gradient_and_counts_behavior_updates(make_cfg, monkeypatch):
     """The official ``both`` schedule reads the environment-step counter; the slow critic counts the
     actor-critic updates (not the world-model-only ones before them)."""
-    run, components = validate(make_cfg("recipe=dreamerv2_cartpole", "size=tiny"))
-    module = Dreamer(run.model, run.behavior, components, VECTOR, world_model_pretrain=2)
+    run, components = validate(make_cfg("recipe=dreamerv2_cartpole", "size=tiny", "train.world_model_pretrain=2"))
+    module = Dreamer(run, components, VECTOR)
     module.experience = _Experience()
     seen = {"steps": [], "slow": []}
 
@@ -261,7 +261,7 @@ def test_update_passes_agent_steps_to_the_actor_gradient_and_counts_behavior_upd
     monkeypatch.setattr(module.behavior, "update_slow_critic", seen["slow"].append)
     monkeypatch.setattr(module, "optimizers", lambda: (None, None, None))
     monkeypatch.setattr(module, "_step", lambda *args: None)
-    monkeypatch.setattr(module, "_log", lambda metrics: None)
+    monkeypatch.setattr(module, "log_update", lambda metrics: None)
     b, t = 2, 3
     batch = TensorDict(
         {

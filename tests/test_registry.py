@@ -8,8 +8,11 @@ import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
+import torch
+import yaml
 
 import registry
 from registry import ConfigError
@@ -24,12 +27,12 @@ def test_build_uses_schema_defaults_and_overrides():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ConfigError, match=r"unknown latent 'gausian'; valid latent names: categorical, gaussian"):
+    with pytest.raises(ConfigError, match=r"^latent: unknown latent 'gausian'; valid: categorical, gaussian$"):
         registry.build("latent", {"name": "gausian"})
 
 
 def test_unknown_kind_lists_kinds():
-    with pytest.raises(ConfigError, match="valid kinds: encoder, decoder, latent"):
+    with pytest.raises(ConfigError, match="unknown component kind 'latents'; valid: encoder, decoder, latent"):
         registry.get("latents", "categorical")
 
 
@@ -70,8 +73,10 @@ def test_duplicate_registration_names_both_definitions():
 
 
 def test_every_kind_has_builtin_components():
+    import recipes.dreamer  # noqa: F401  (the agents live above the registry)
+
     kinds = {e.kind for e in registry.entries()}
-    assert kinds == set(registry.KINDS)
+    assert kinds == set(registry.kinds()) == set(registry.BUILTIN_KINDS)
     names = {(e.kind, e.name) for e in registry.entries()}
     for expected in [
         ("latent", "categorical"),
@@ -91,7 +96,7 @@ def test_every_kind_has_builtin_components():
         ("decoder", "multi"),
         ("head", "normal"),
         ("head", "bernoulli"),
-        ("recipe", "dreamer"),
+        ("agent", "dreamer"),
     ]:
         assert expected in names
 
@@ -105,10 +110,15 @@ def test_listing_command_shows_components_and_recipes():
 
 
 PLUGIN_CODE = '''
-"""A throwaway dreamerkit plug-in: a categorical latent with a uniform mix, under a new name."""
+"""A throwaway dreamerkit plug-in: a latent, a stateful KL sharing no key with balanced, and a new kind."""
 from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+
 from components.latents import Categorical, CategoricalConfig
-from registry import register
+from registry import define_kind, register
 
 
 @dataclass
@@ -119,6 +129,54 @@ class MixedConfig(CategoricalConfig):
 @register("latent", "plugin_mixed", MixedConfig)
 class Mixed(Categorical):
     """Categorical latent with 1% uniform mixing."""
+
+
+@dataclass
+class DynRepConfig:
+    dyn: float = 0.5
+    """Weight of the dynamics term (trains the prior)."""
+    rep: float = 0.1
+    """Weight of the representation term (trains the posterior)."""
+    bits: float = 1.0
+    """Free nats of each term."""
+
+
+@register("kl", "plugin_dynrep", DynRepConfig)
+class DynRep(nn.Module):
+    """DreamerV3-style dyn/rep KL with free bits; counts its calls in a buffer (state for checkpoints)."""
+
+    def __init__(self, cfg: DynRepConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, latent, post, prior):
+        self.calls += 1
+        dyn = latent.kl(post.detach(), prior).mean().clamp(min=self.cfg.bits)
+        rep = latent.kl(post, prior.detach()).mean().clamp(min=self.cfg.bits)
+        return self.cfg.dyn * dyn + self.cfg.rep * rep, {"kl": dyn.detach()}
+
+
+class Transform(Protocol):
+    """A new kind: an invertible squashing of targets."""
+
+    def forward(self, x): ...
+
+    def inverse(self, y): ...
+
+
+define_kind("plugin_transform", Transform)
+
+
+@register("plugin_transform", "symlog")
+class Symlog:
+    """sign(x) * log(1 + |x|)."""
+
+    def forward(self, x):
+        return torch.sign(x) * torch.log1p(x.abs())
+
+    def inverse(self, y):
+        return torch.sign(y) * torch.expm1(y.abs())
 '''
 
 
@@ -130,6 +188,8 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
     (pkg / "conf" / "latent" / "plugin_mixed.yaml").write_text(
         "name: plugin_mixed\nvariables: ${size.stoch}\nclasses: ${size.classes}\nunimix: 0.02\n"
     )
+    (pkg / "conf" / "kl").mkdir()
+    (pkg / "conf" / "kl" / "plugin_dynrep.yaml").write_text("name: plugin_dynrep\nbits: 2.0\n")
     (src / "pyproject.toml").write_text(
         textwrap.dedent(
             """
@@ -171,16 +231,15 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
         [sys.executable, "-m", "registry", "latent"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )
     assert "plugin_mixed" in listing.stdout, listing.stderr
+    kind = subprocess.run(
+        [sys.executable, "-m", "registry", "plugin_transform"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert "plugin_transform: Transform" in kind.stdout and "plugin_transform=symlog" in kind.stdout, kind.stderr
+    run_dir = tmp_path / "run"
+    # The CartPole recipe tunes its balanced KL (free, free_avg, scale): none of that may reach plugin_dynrep.
+    args = ["recipe=dreamerv2_cartpole", "debug=smoke", "latent=plugin_mixed", "kl=plugin_dynrep", "logger=none"]
     run = subprocess.run(
-        [
-            sys.executable,
-            "run.py",
-            "recipe=dreamerv2_cartpole",
-            "debug=smoke",
-            "latent=plugin_mixed",
-            "logger=none",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
+        [sys.executable, "run.py", *args, "train.steps=60", f"hydra.run.dir={run_dir}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -188,8 +247,70 @@ def test_plugin_package_is_selectable_after_pip_install(tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    config = (tmp_path / "run" / "config.yaml").read_text()
-    assert "name: plugin_mixed" in config and "unimix: 0.02" in config
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["latent"]["name"] == "plugin_mixed" and config["latent"]["unimix"] == 0.02
+    assert config["kl"] == {"name": "plugin_dynrep", "bits": 2.0}  # its own YAML only: no free, free_avg, scale
+
+    def kl_calls_and_updates():
+        ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+        return int(ckpt["state_dict"]["world_model.kl.calls"]), ckpt["agent"]["ranks"][0]["updates"]
+
+    calls, updates = kl_calls_and_updates()
+    assert calls == updates > 0  # the plug-in's buffer is in the checkpoint
+    resumed = subprocess.run(
+        [sys.executable, "run.py", f"resume={run_dir}", "train.steps=80"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    calls_after, updates_after = kl_calls_and_updates()
+    assert updates_after > updates and calls_after == updates_after  # counted on from the restored buffer
+
+
+def test_a_class_missing_a_method_of_its_kind_is_refused_at_registration():
+    class Scheme(Protocol):
+        def __call__(self, x): ...
+
+        def reset(self): ...
+
+    registry.define_kind("test_scheme", Scheme)
+    try:
+
+        class Incomplete:
+            def __call__(self, x):
+                return x
+
+        with pytest.raises(TypeError, match=r"'incomplete' .* does not implement Scheme: missing method reset"):
+            registry.register("test_scheme", "incomplete")(Incomplete)
+        with pytest.raises(TypeError, match=r"missing method policy"):
+            registry.register("agent", "no_policy")(type("NoPolicy", (), {"training_step": lambda self, b, i: 0}))
+    finally:
+        _REGISTRY.pop("test_scheme")
+        registry.core._KINDS.pop("test_scheme")
+
+
+def test_the_interfaces_examples_run():
+    import doctest
+
+    import registry.interfaces
+
+    result = doctest.testmod(registry.interfaces)
+    assert result.attempted >= 9 and result.failed == 0
+
+
+def test_listing_a_kind_shows_its_interface_and_every_field_with_doc_and_default():
+    from registry.cli import describe
+
+    text = describe("kl")
+    assert "kl: KL (registry.interfaces.KL)" in text and "Examples:" in text
+    assert "kl=balanced" in text and "alpha: float = 0.8" in text
+    assert "Share of the gradient that trains the prior" in text
+    for e in registry.entries():  # every built-in field has its one-line doc
+        for f in registry.schema_fields(e.schema) if e.schema else []:
+            assert f.doc, f"{e.kind}={e.name}: field {f.name} has no attribute docstring"
 
 
 def test_schema_check_hook_runs_with_the_types_and_names_the_path():

@@ -78,13 +78,13 @@ def test_sigkill_then_resume_continues_the_run(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["ranks"][0]["experience"]
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["agent"]["ranks"][0]["experience"]
     steps_at_ckpt, replay_at_ckpt = state["agent_steps"], state["replay"]["steps"]
     rows_before = len(metrics(run_dir))
     target = steps_at_ckpt + 150
     done = run_py(f"resume={run_dir}", f"train.steps={target}")
     assert done.returncode == 0, done.stderr[-3000:]
-    after = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["ranks"][0]["experience"]
+    after = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["agent"]["ranks"][0]["experience"]
     assert after["agent_steps"] == target  # the env-step counter continued from the checkpoint
     assert after["replay"]["steps"] >= replay_at_ckpt  # the replay was reopened, not refilled
     rows = metrics(run_dir)
@@ -165,7 +165,7 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_checkpoint(make_cfg, monke
     last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
     state = load_checkpoint(last)
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
-    assert state["dreamer"]["ranks"][0]["experience"]["updates"] <= 61
+    assert state["agent"]["ranks"][0]["experience"]["updates"] <= 61
 
 
 def test_nan_loss_can_skip_updates_instead(make_cfg, monkeypatch):
@@ -275,7 +275,7 @@ def test_a_signal_saves_a_checkpoint(tmp_path, sig):
     proc.send_signal(sig)
     proc.wait(timeout=120)
     err = (tmp_path / "out.txt").read_text()  # Hydra logs to stdout
-    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["dreamer"]["ranks"][0]["experience"]
+    state = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")["agent"]["ranks"][0]["experience"]
     assert state["updates"] >= logged >= 15, err[-2000:]  # every update made before the signal is saved
     assert proc.returncode == 0 and f"{sig.name}: saved a checkpoint" in err and "finished:" in err, err[-2000:]
 
@@ -336,7 +336,7 @@ def test_a_resumed_run_continues_the_wall_time_of_learning_csv(tmp_path):
     """eval/learning.csv's wall_s goes on from the last row after a resume, instead of starting at zero."""
     from types import SimpleNamespace
 
-    from recipes.evaluate import PeriodicEval
+    from recipes.periodic_eval import PeriodicEval
 
     callback = PeriodicEval({}, every=10, episodes=1, run_dir=tmp_path, seed=0)
     rank0 = SimpleNamespace(is_global_zero=True)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import gymnasium as gym
 
-from components.envs.base import check_positive, finish, image_space, to_chw, unknown
-from registry import ConfigError, register
+from components.envs.base import check_positive, finish, image_space, to_chw
+from registry import ConfigError, register, unknown
 
 ALL_GAMES_HINT = '; all games: python -c "import ale_py; print(sorted(ale_py.roms.get_all_rom_ids()))"'
 
@@ -17,15 +17,33 @@ class AtariConfig:
     """Game in snake_case; sticky actions, action repeat with max-pool, no-ops, time limit in frames."""
 
     task: str = "pong"
+    """Game in snake_case (ale-py's ROM id), e.g. pong, breakout, montezuma_revenge."""
     sticky: float = 0.25
+    """Probability of repeating the previous action instead of the new one (sticky actions)."""
     action_repeat: int = 4
+    """Frames per agent step; the last two are max-pooled."""
     size: int = 64
+    """Height and width of the observed frame."""
     grayscale: bool = True
+    """One grayscale channel instead of RGB."""
     noops: int = 30
+    """Up to this many no-op actions at the start of an episode."""
     life_done: bool = False
+    """End the episode when a life is lost."""
     time_limit: int = 108000
+    """Frames per episode before truncation (30 minutes at 60 fps)."""
     full_action_space: bool = True
     """All 18 ALE actions, as the official code at the scores' commit (0216d33); false: the game's minimal set."""
+
+    def check(self) -> None:
+        if not 0.0 <= self.sticky <= 1.0:
+            raise ConfigError(f"sticky: must lie in [0, 1], got {self.sticky}")
+        if self.noops < 0:
+            raise ConfigError(f"noops: must be at least 0, got {self.noops}")
+        check_positive(action_repeat=self.action_repeat, size=self.size, time_limit=self.time_limit)
+        games = game_ids()
+        if self.task not in games:
+            raise unknown("task", self.task, games, what="Atari game", hint=ALL_GAMES_HINT)
 
 
 def game_ids() -> dict[str, str]:
@@ -54,16 +72,8 @@ class ChannelsFirst(gym.ObservationWrapper):
 @register("env", "atari", AtariConfig)
 def make(cfg: AtariConfig, seed: int = 0) -> gym.Env:
     """An ALE v5 game: emulator frameskip 1, then AtariPreprocessing (repeat + max-pool, resize, no-ops)."""
-    games = game_ids()
-    if cfg.task not in games:
-        raise unknown("env.task", "Atari game", cfg.task, games, hint=ALL_GAMES_HINT)
-    if not 0.0 <= cfg.sticky <= 1.0:
-        raise ConfigError(f"env.sticky: must lie in [0, 1], got {cfg.sticky}")
-    if cfg.noops < 0:
-        raise ConfigError(f"env.noops: must be at least 0, got {cfg.noops}")
-    check_positive("env", action_repeat=cfg.action_repeat, size=cfg.size, time_limit=cfg.time_limit)
     env = gym.make(
-        games[cfg.task],
+        game_ids()[cfg.task],
         frameskip=1,  # AtariPreprocessing repeats actions and max-pools the last two frames
         repeat_action_probability=cfg.sticky,
         full_action_space=cfg.full_action_space,

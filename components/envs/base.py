@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
 import cv2
 import gymnasium as gym
 import numpy as np
@@ -63,19 +60,8 @@ def to_chw(image: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.uint8)
 
 
-def check_positive(path: str, **values: int) -> None:
-    """Raise ConfigError for any ``path.key`` whose value is below 1."""
+def check_positive(**values: int) -> None:
+    """Raise ``ConfigError("<key>: must be at least 1, ...")`` for any value below 1 (in a schema's check)."""
     for key, value in values.items():
         if value < 1:
-            raise ConfigError(f"{path}.{key}: must be at least 1, got {value}")
-
-
-def unknown(path: str, what: str, value: str, valid: Iterable[str], hint: str = "") -> ConfigError:
-    """An error for an unknown id that lists the closest valid ones (or the first few if none is close)."""
-    valid = sorted(valid)
-    close = difflib.get_close_matches(value, valid, n=5, cutoff=0.5)
-    if close:
-        listed = "did you mean: " + ", ".join(close)
-    else:
-        listed = "valid: " + ", ".join(valid[:12]) + (f", ... ({len(valid)} in all)" if len(valid) > 12 else "")
-    return ConfigError(f"{path}: unknown {what} {value!r}; {listed}{hint}")
+            raise ConfigError(f"{key}: must be at least 1, got {value}")

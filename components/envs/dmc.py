@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from components.envs.base import check_positive, finish, image_space, unknown
-from registry import ConfigError, register
+from components.envs.base import check_positive, finish, image_space
+from registry import ConfigError, register, unknown
 
 GL_BACKENDS = ("egl", "osmesa")
 GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0 libgl1 libosmesa6"
@@ -68,15 +68,27 @@ class DMCConfig:
     """``domain_task`` (e.g. cartpole_swingup, ball_in_cup_catch); time limit in env steps."""
 
     task: str = "cartpole_balance"
+    """``domain_task`` of dm_control's suite (checked when the env is made: MuJoCo's GL comes first)."""
     action_repeat: int = 2
+    """Env steps per agent step (rewards summed)."""
     size: int = 64
+    """Height and width of the rendered frame."""
     camera: int = -1
+    """Camera id; -1: 2 for quadruped, else 0."""
     pixels: bool = True
+    """Observe rendered frames (``image``)."""
     proprio: bool = False
+    """Observe the proprioceptive state vectors."""
     time_limit: int = 1000
+    """Env steps per episode before truncation."""
     fast_render: bool = False
     """Render without shadows, reflections and multisampling: faster, but at 64x64 the cartpole's rail
     and shadow vanish; the official code renders at MuJoCo's default quality (false)."""
+
+    def check(self) -> None:
+        check_positive(action_repeat=self.action_repeat, size=self.size, time_limit=self.time_limit)
+        if not (self.pixels or self.proprio):
+            raise ConfigError("pixels / proprio: both are false, so there is nothing to observe; set one true")
 
 
 def split_task(task: str) -> tuple[str, str]:
@@ -85,7 +97,7 @@ def split_task(task: str) -> tuple[str, str]:
 
     tasks = {f"{domain}_{name}": (domain, name) for domain, name in suite.ALL_TASKS}
     if task not in tasks:
-        raise unknown("env.task", "DMC task", task, tasks)
+        raise unknown("env.task", task, tasks, what="DMC task")
     return tasks[task]
 
 
@@ -173,9 +185,6 @@ class DMC(gym.Env):
 @register("env", "dmc", DMCConfig)
 def make(cfg: DMCConfig, seed: int = 0) -> gym.Env:
     """A DMC task wrapped for dreamerkit: actions in [-1, 1], time limit as truncation (picks MUJOCO_GL first)."""
-    check_positive("env", action_repeat=cfg.action_repeat, size=cfg.size, time_limit=cfg.time_limit)
-    if not (cfg.pixels or cfg.proprio):
-        raise ConfigError("env.pixels / env.proprio: both are false, so there is nothing to observe; set one true")
     select_gl_backend(required=cfg.pixels)  # before dm_control (and so mujoco) is imported
     env: gym.Env = DMC(cfg, seed)
     if not (np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from components.envs.base import check_positive, finish, image_space, to_chw, unknown
-from registry import ConfigError, register
+from components.envs.base import check_positive, finish, image_space, to_chw
+from registry import ConfigError, register, unknown
 
 
 @dataclass
@@ -16,9 +16,18 @@ class GymConfig:
     """A gymnasium id; ``pixels`` renders rgb frames as the observation instead of the state."""
 
     task: str = "CartPole-v1"
+    """A registered gymnasium id."""
     action_repeat: int = 1
+    """Env steps per agent step (rewards summed)."""
     size: int = 64
+    """Height and width of image observations."""
     pixels: bool = False
+    """Observe rendered rgb frames instead of the state vector."""
+
+    def check(self) -> None:
+        check_positive(action_repeat=self.action_repeat, size=self.size)
+        if self.task not in gym.registry:
+            raise unknown("task", self.task, gym.registry.keys(), what="gymnasium id")
 
 
 def is_image(space: gym.spaces.Space) -> bool:
@@ -79,9 +88,6 @@ class ActionRepeat(gym.Wrapper):
 @register("env", "gym", GymConfig)
 def make(cfg: GymConfig, seed: int = 0) -> gym.Env:
     """A gymnasium env with dict observations and ``Discrete`` or ``Box(-1, 1)`` actions."""
-    check_positive("env", action_repeat=cfg.action_repeat, size=cfg.size)
-    if cfg.task not in gym.registry:
-        raise unknown("env.task", "gymnasium id", cfg.task, gym.registry.keys())
     env = gym.make(cfg.task, render_mode="rgb_array")  # renders only when asked: pixels, evaluation videos
     space = env.action_space
     if isinstance(space, gym.spaces.Box):

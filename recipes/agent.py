@@ -1,0 +1,95 @@
+"""The base of every agent: what training, checkpoints and logging need beyond the agent's own learning.
+
+An agent is a ``LightningModule`` registered as ``@register("agent", name)`` and built as
+``target(run, components, env_info)``; its interface is ``registry.interfaces.Agent``.
+Subclassing :class:`AgentModule` gives the rest of the contract: the ``updates`` counter, the
+``experience`` (attached by ``recipes.train``) and its state in every checkpoint, the end of
+the fit, and the progress bar and logger rows. A subclass writes ``policy``,
+``training_step`` (calling :meth:`count_update` first and :meth:`log_update` at the end) and
+``configure_optimizers``; ``video`` is optional.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from registry import ConfigError
+
+
+class AgentModule(L.LightningModule):
+    """Update counter, experience checkpointing and progress logging shared by all agents."""
+
+    def __init__(self, log_every: int = 100):
+        super().__init__()
+        self.log_every = log_every
+        self.experience = None  # attached by recipes.train before fitting
+        self.updates = 0  # updates made; saved in checkpoints
+        self.skipped_updates = 0  # updates an agent skipped on a non-finite loss (train.nonfinite=skip)
+
+    def count_update(self) -> int:
+        """Count the update being made (call first in ``training_step``); returns the new count."""
+        self.updates += 1
+        return self.updates
+
+    def video(self, batch):
+        """Frames uint8 ``[T, H, W, C]`` to show for a replayed ``[B, T]`` batch, or None (the default)."""
+        return None
+
+    def on_train_epoch_end(self) -> None:
+        # One epoch is one pass of the experience iterable, which ends at ``train.steps``.
+        self.trainer.should_stop = True
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
+        # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the updates
+        # made, so a resume schedules that update again instead of skipping it.
+        state = {
+            "experience": {**self.experience.state_dict(), "updates": self.updates},
+            "updates": self.updates,
+            "skipped_updates": self.skipped_updates,
+            "torch_rng": torch.get_rng_state(),
+        }
+        ranks = [state]
+        if self.trainer.world_size > 1:
+            ranks = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(ranks, state)
+        checkpoint["agent"] = {"ranks": ranks}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        ranks = (checkpoint.get("agent") or checkpoint["dreamer"])["ranks"]  # "dreamer": checkpoints before agents
+        if len(ranks) != self.trainer.world_size:
+            raise ConfigError(
+                f"this checkpoint was written by {len(ranks)} rank(s); resume it with the same world size "
+                f"(train.devices x train.num_nodes = {len(ranks)}), not {self.trainer.world_size}"
+            )
+        state = ranks[self.trainer.global_rank]
+        self.experience.load_state_dict(state["experience"])
+        # Older checkpoints: "updates_made", or before that only the batch count.
+        self.updates = state.get("updates", state.get("updates_made", self.experience.sampled))
+        self.skipped_updates = state["skipped_updates"]
+        torch.set_rng_state(state["torch_rng"])
+
+    # -- logging ----------------------------------------------------------------------------------
+    def log_update(self, metrics: dict) -> None:
+        """Progress bar counters; finished episodes; ``metrics`` every ``log_every`` updates (at frames)."""
+        exp = self.experience
+        bar = {"env_steps": float(exp.global_steps), "updates": float(self.updates), "fps": exp.fps}
+        if not math.isnan(exp.last_return):
+            bar["return"] = exp.last_return
+        self.log_dict(bar, prog_bar=True, logger=False, batch_size=1)
+        if self.logger is None:
+            return
+        while exp.finished:
+            steps, ret, length = exp.finished.popleft()
+            self.logger.log_metrics(
+                {"episode/return": ret, "episode/length": length},
+                step=steps * exp.world_size * exp.info.action_repeat,
+            )
+        if self.updates % self.log_every == 0:
+            scalars = {k: float(v) for k, v in metrics.items()}
+            scalars.update({"train/updates": self.updates, "train/env_steps": exp.global_steps, "train/fps": exp.fps})
+            self.logger.log_metrics(scalars, step=exp.frames)
