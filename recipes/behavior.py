@@ -78,10 +78,11 @@ class Behavior(nn.Module):
             reward = world_model.reward_head(feat).mean
             if world_model.discount_head is not None:
                 disc = world_model.discount_head(feat).mean
+                # d0: the replayed terminal flag, known at the start state (official: only with the head)
+                first = self.cfg.discount * (1.0 - is_terminal.flatten().to(disc.dtype))
+                disc = torch.cat([first[None], disc[1:]], 0)
             else:
                 disc = torch.full_like(reward, self.cfg.discount)
-        first = self.cfg.discount * (1.0 - is_terminal.flatten().to(disc.dtype))
-        disc = torch.cat([first[None], disc[1:]], 0)
         weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
         value = self.slow_critic(feat).mean
         target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)

@@ -474,6 +474,17 @@ def test_behavior_losses_by_hand(actor_grad, step, objective):
     assert metrics["behavior/entropy"].item() == pytest.approx(_LOG3, rel=1e-6)
 
 
+def test_without_a_discount_head_every_discount_is_gamma_even_after_a_terminal():
+    """As the official code: the replayed is_terminal sets d0 only when a discount head predicts the
+    others. With d = (0.99, 0.99, 0.99) the terminal start 1 gets start 0's targets:
+    V2 = 3 + 0.99 * 40 = 42.6; V1 = 2 + 0.99 * (15 + 21.3) = 37.937; V0 = 1 + 0.99 * (10 + 18.9685)."""
+    wm, beh, post, is_terminal = _table_behavior({"name": "dynamics"}, ent_scale=0.0)
+    wm.discount_head = None
+    _, _, metrics = beh.loss(wm, post, is_terminal, step=0)
+    v0 = 1 + 0.99 * (10 + 0.5 * 37.937)
+    assert metrics["behavior/return"].item() == pytest.approx((v0 + 37.937 + 42.6) / 3, rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["reinforce", "dynamics"])
 def test_actor_loss_depends_on_the_imagined_rewards_only_under_dynamics_backprop(name):
     """d actor_loss / d r_s by hand: dynamics backprop gives -1/4 * sum_t w_t * dV_{t+1}/dr_s with
