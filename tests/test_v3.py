@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from components.heads import TwoHotSymlog
+from components.kl import FreeBits, FreeBitsConfig
 from components.transforms import symexp, symlog, twohot
 from registry import ConfigError, build
 
@@ -77,3 +78,36 @@ def test_unimix_mixes_one_percent_uniform_into_actor_and_latent():
     assert torch.allclose(probs, expected[None, None])
     with pytest.raises(ConfigError, match="behavior.actor.unimix"):
         build("head", {"name": "onehot", "unimix": 1.0}, path="behavior.actor", in_dim=4, out_dim=4)
+
+
+class SquaredLatent:
+    """A stand-in latent whose KL is the squared distance of the parameters: easy to differentiate by hand."""
+
+    @staticmethod
+    def kl(post, prior):
+        return (post - prior).square().sum(-1)
+
+
+def test_free_bits_clips_each_term_below_one_nat_and_trains_each_side_with_its_weight():
+    scheme = build("kl", {"name": "free_bits"})
+    assert isinstance(scheme, FreeBits) and (scheme.cfg.dyn, scheme.cfg.rep, scheme.cfg.free) == (0.5, 0.1, 1.0)
+    # two [b, t] values: KL 2.25 (above 1 nat) and 0.25 (below: clipped to 1, no gradient)
+    post = torch.tensor([[2.0], [1.0]], requires_grad=True)
+    prior = torch.tensor([[0.5], [0.5]], requires_grad=True)
+    loss, metrics = scheme(SquaredLatent, post, prior)
+    assert loss.item() == pytest.approx((0.5 + 0.1) * (2.25 + 1.0) / 2)
+    assert metrics["kl"].item() == pytest.approx((2.25 + 0.25) / 2)
+    loss.backward()
+    # the prior's gradient comes only from dyn: 0.5 * 1/2 * 2 (prior - post);
+    # the posterior's only from rep: 0.1 * 1/2 * 2 (post - prior)
+    assert torch.allclose(prior.grad, torch.tensor([[0.5 * (0.5 - 2.0)], [0.0]]))
+    assert torch.allclose(post.grad, torch.tensor([[0.1 * (2.0 - 0.5)], [0.0]]))
+
+
+def test_free_bits_dyn_term_alone_trains_only_the_prior_and_rep_alone_only_the_posterior():
+    for dyn, rep, trained, frozen in ((1.0, 0.0, "prior", "post"), (0.0, 1.0, "post", "prior")):
+        params = {"post": torch.tensor([[3.0]], requires_grad=True), "prior": torch.tensor([[0.0]], requires_grad=True)}
+        loss, _ = FreeBits(FreeBitsConfig(dyn=dyn, rep=rep))(SquaredLatent, params["post"], params["prior"])
+        loss.backward()
+        assert loss.item() == pytest.approx(9.0)
+        assert params[trained].grad.abs().item() == pytest.approx(6.0) and params[frozen].grad.item() == 0.0
