@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-KINDS = ("encoder", "decoder", "latent", "kl", "actor_grad", "head", "replay", "env", "recipe")
+KINDS = ("encoder", "decoder", "latent", "kl", "actor_grad", "head", "return_norm", "replay", "env", "recipe")
 
 
 class ConfigError(ValueError):
@@ -181,6 +181,7 @@ _BUILTIN_MODULES = (
     "components.kl",
     "components.actor_grads",
     "components.heads",
+    "components.normalize",
     "components.replay",
     "components.envs",
     "recipes.dreamer",

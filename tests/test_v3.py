@@ -111,3 +111,20 @@ def test_free_bits_dyn_term_alone_trains_only_the_prior_and_rep_alone_only_the_p
         loss.backward()
         assert loss.item() == pytest.approx(9.0)
         assert params[trained].grad.abs().item() == pytest.approx(6.0) and params[frozen].grad.item() == 0.0
+
+
+def test_percentile_return_norm_ema_and_its_floor_by_hand():
+    norm = build("return_norm", {"name": "percentile"})
+    returns = torch.arange(101.0)  # P5 = 5, P95 = 95
+    # first update: low = 0.01 * 5, high = 0.01 * 95, range 0.9 < 1: the scale stays 1
+    assert norm(returns).item() == pytest.approx(1.0)
+    assert (norm.low.item(), norm.high.item()) == pytest.approx((0.05, 0.95))
+    # second: low = 0.99 * 0.05 + 0.05 = 0.0995, high = 0.99 * 0.95 + 0.95 = 1.8905
+    assert norm(returns).item() == pytest.approx(1.8905 - 0.0995)
+    resumed = build("return_norm", {"name": "percentile"})
+    resumed.load_state_dict(norm.state_dict())  # buffers: the statistics survive a checkpoint
+    assert set(norm.state_dict()) == {"low", "high"}
+    assert resumed(returns).item() == pytest.approx(norm(returns).item())
+    assert build("return_norm", {"name": "none"})(returns) == 1.0
+    with pytest.raises(ConfigError, match="behavior.return_norm.decay"):
+        build("return_norm", {"name": "percentile", "decay": 1.0}, path="behavior.return_norm")
