@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from components.decoders import MSE, SymlogMSE
 from components.heads import TwoHotSymlog
 from components.kl import FreeBits, FreeBitsConfig
 from components.transforms import symexp, symlog, twohot
@@ -128,3 +129,21 @@ def test_percentile_return_norm_ema_and_its_floor_by_hand():
     assert build("return_norm", {"name": "none"})(returns) == 1.0
     with pytest.raises(ConfigError, match="behavior.return_norm.decay"):
         build("return_norm", {"name": "percentile", "decay": 1.0}, path="behavior.return_norm")
+
+
+def test_vector_encoder_symlog_inputs_and_decoder_losses_by_hand():
+    encoder = build("encoder", {"name": "mlp", "layers": 0, "symlog": True}, obs_space={"vector": (2,)})
+    x = torch.tensor([[math.e - 1, -(math.e**2 - 1)]])
+    assert torch.allclose(encoder({"vector": x}), torch.tensor([[1.0, -2.0]]))  # no layers: the net's input
+    # symlog_mse: the net predicts symlog(x); squared error in symlog space, the mean is symexp
+    dist = SymlogMSE(torch.tensor([[0.0, 1.0]]), 1)
+    assert dist.log_prob(torch.tensor([[math.e - 1, 0.0]])).item() == pytest.approx(-2.0)
+    assert torch.allclose(dist.mean, torch.tensor([[0.0, math.e - 1]]))
+    # images: plain squared error, summed over the pixels (no 1/2, no constant)
+    assert MSE(torch.full((1, 2, 2), 0.5), 3).log_prob(torch.zeros(1, 2, 2)).item() == pytest.approx(-1.0)
+    decoder = build("decoder", {"name": "multi", "mlp": {"dist": "symlog_mse"}, "conv": {"dist": "mse"}},
+                    feat_dim=4, obs_space={"vector": (2,), "image": (3, 64, 64)})  # fmt: skip
+    dists = decoder(torch.zeros(5, 4))
+    assert isinstance(dists["vector"], SymlogMSE) and type(dists["image"]) is MSE
+    with pytest.raises(ConfigError, match=r"decoder\.mlp\.dist: unknown 'gauss'; valid: normal, mse, symlog_mse"):
+        build("decoder", {"name": "multi", "mlp": {"dist": "gauss"}}, feat_dim=4, obs_space={"vector": (2,)})
