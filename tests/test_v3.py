@@ -11,6 +11,7 @@ import torch
 from components.decoders import MSE, SymlogMSE
 from components.heads import TwoHotSymlog
 from components.kl import FreeBits, FreeBitsConfig
+from components.rssm import RSSM, RSSMConfig
 from components.transforms import symexp, symlog, twohot
 from registry import ConfigError, build
 
@@ -147,3 +148,25 @@ def test_vector_encoder_symlog_inputs_and_decoder_losses_by_hand():
     assert isinstance(dists["vector"], SymlogMSE) and type(dists["image"]) is MSE
     with pytest.raises(ConfigError, match=r"decoder\.mlp\.dist: unknown 'gauss'; valid: normal, mse, symlog_mse"):
         build("decoder", {"name": "multi", "mlp": {"dist": "gauss"}}, feat_dim=4, obs_space={"vector": (2,)})
+
+
+def test_learned_initial_state_replaces_the_state_at_episode_starts_and_learns():
+    latent = build("latent", {"name": "categorical", "variables": 2, "classes": 3})
+    assert "initial_deter" not in RSSM(RSSMConfig(deter=6, hidden=5), latent, 2, 4).state_dict()  # V2: zeros
+    rssm = RSSM(RSSMConfig(deter=6, hidden=5, learned_initial=True), latent, 2, 4)
+    with torch.no_grad():
+        rssm.initial_deter.fill_(0.5)
+    initial = rssm.initial(3)
+    assert torch.allclose(initial["deter"], torch.full((3, 6), math.tanh(0.5)))
+    assert torch.equal(initial["stoch"], latent.mode(initial["params"]))  # the prior's mode at that deter
+    state = {k: torch.randn_like(v) for k, v in initial.items()}
+    embed, action = torch.randn(3, 4), torch.randn(3, 2)
+    torch.manual_seed(0)
+    post, prior = rssm.obs_step(state, action, embed, torch.tensor([True, True, False]))
+    torch.manual_seed(0)
+    ref, ref_prior = rssm.obs_step(initial, torch.zeros(3, 2), embed, torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(post["deter"][:2], ref["deter"][:2])  # reset rows start from the learned state
+    torch.testing.assert_close(prior[:2], ref_prior[:2])
+    assert not torch.allclose(post["deter"][2], ref["deter"][2])  # the continuing row keeps its own state
+    prior.sum().backward()
+    assert rssm.initial_deter.grad is not None and rssm.initial_deter.grad.abs().sum() > 0
