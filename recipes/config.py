@@ -49,6 +49,12 @@ class BehaviorConfig:
     ent_scale: float = 1e-3
     slow_critic_every: int = 100
     slow_critic_fraction: float = 1.0
+    slow_target: bool = True
+    """The lambda-returns bootstrap from the slow critic (V2); false: from the critic itself (V3)."""
+    slow_reg: float = 0.0
+    """Weight of -log p_critic(slow critic's mean) in the critic loss, pulling it to the slow critic (V3: 1)."""
+    return_norm: Any = field(default_factory=lambda: {"name": "none"})
+    """Divides the actor's returns and baseline: ``none`` (V1/V2) or ``percentile`` (V3; components/normalize.py)."""
 
 
 @dataclass

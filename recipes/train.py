@@ -61,6 +61,7 @@ RANGES = [
     ("behavior.ent_scale", lambda v: v >= 0, ">= 0"),
     ("behavior.slow_critic_every", lambda v: v >= 1, ">= 1"),
     ("behavior.slow_critic_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("behavior.slow_reg", lambda v: v >= 0, ">= 0 (0 = off)"),
     ("eval.episodes", lambda v: v >= 1, ">= 1"),
     ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
     ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
