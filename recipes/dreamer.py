@@ -189,9 +189,9 @@ class Dreamer(L.LightningModule):
         if self.logger is None:
             return
         while exp.finished:
-            steps, ret, length = exp.finished.popleft()
+            steps, ret, length, stats = exp.finished.popleft()
             self.logger.log_metrics(
-                {"episode/return": ret, "episode/length": length},
+                {"episode/return": ret, "episode/length": length, **{f"episode/{k}": v for k, v in stats.items()}},
                 step=steps * exp.world_size * self.env_info.action_repeat,
             )
         if self.updates_made % self.log_every == 0:
