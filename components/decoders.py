@@ -4,7 +4,9 @@
     mlp    MLP to every vector key, unit-variance Gaussian
     multi  both (the default)
 
-``decoder.loss(dists, obs)`` gives the negative log-likelihood per key ``[B, T]``.
+``decoder.loss(dists, obs)`` gives the negative log-likelihood per key ``[B, T]``; ``dist`` picks
+it: the unit Gaussian (V1/V2), summed squared error (``mse``, DreamerV3's images) or squared
+error in symlog space (``symlog_mse``, DreamerV3's vectors).
 Which heads send gradients into the world model is the recipe's ``grad_heads``.
 """
 
@@ -22,7 +24,8 @@ from components.nets import MLP, MLPConfig, activation
 from components.transforms import symexp, symlog
 from registry import ConfigError, register, unknown
 
-DISTS = ("normal", "mse", "symlog_mse")
+IMAGE_DISTS = ("normal", "mse")
+VECTOR_DISTS = ("normal", "mse", "symlog_mse")
 
 
 @dataclass
@@ -37,8 +40,8 @@ class ConvDecoderConfig:
     """Loss of the pixels: ``normal`` (unit Gaussian NLL, V1/V2) or ``mse`` (sum of squared errors, V3)."""
 
     def check(self) -> None:
-        if self.dist not in DISTS[:2]:
-            raise unknown("dist", self.dist, DISTS[:2])
+        if self.dist not in IMAGE_DISTS:
+            raise unknown("dist", self.dist, IMAGE_DISTS)
 
 
 class UnitNormal(D.Independent):
@@ -147,8 +150,8 @@ class MLPDecoderConfig(MLPConfig):
     """Loss of the vectors: ``normal`` (unit Gaussian NLL), ``mse``, ``symlog_mse`` (squared error of symlog(x), V3)."""
 
     def check(self) -> None:
-        if self.dist not in DISTS:
-            raise unknown("dist", self.dist, DISTS)
+        if self.dist not in VECTOR_DISTS:
+            raise unknown("dist", self.dist, VECTOR_DISTS)
 
 
 class MLPDecoder(_Decoder):
