@@ -4,7 +4,9 @@
     mlp    MLP to every vector key, unit-variance Gaussian
     multi  both (the default)
 
-``decoder.loss(dists, obs)`` gives the negative log-likelihood per key ``[B, T]``.
+``decoder.loss(dists, obs)`` gives the negative log-likelihood per key ``[B, T]``; ``dist`` picks
+it: the unit Gaussian (V1/V2), summed squared error (``mse``, DreamerV3's images) or squared
+error in symlog space (``symlog_mse``, DreamerV3's vectors).
 Which heads send gradients into the world model is the recipe's ``grad_heads``.
 """
 
@@ -19,7 +21,11 @@ from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
 from components.nets import MLP, MLPConfig, activation, check_activation
-from registry import ConfigError, register
+from components.transforms import symexp, symlog
+from registry import ConfigError, register, unknown
+
+IMAGE_DISTS = ("normal", "mse")
+VECTOR_DISTS = ("normal", "mse", "symlog_mse")
 
 
 @dataclass
@@ -34,6 +40,8 @@ class ConvDecoderConfig:
     """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = False
     """LayerNorm over channels and pixels after each hidden layer."""
+    dist: str = "normal"
+    """Loss of the pixels: ``normal`` (unit Gaussian NLL, V1/V2) or ``mse`` (sum of squared errors, V3)."""
 
     def check(self) -> None:
         if self.depth < 1:
@@ -41,6 +49,8 @@ class ConvDecoderConfig:
         if not self.kernels or min(self.kernels) < 1:
             raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {self.kernels}")
         check_activation("act", self.act)
+        if self.dist not in IMAGE_DISTS:
+            raise unknown("dist", self.dist, IMAGE_DISTS)
 
 
 class UnitNormal(D.Independent):
@@ -59,6 +69,31 @@ class UnitNormal(D.Independent):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         return -0.5 * (value - self.mean).square().sum(self._dims) - self._const
+
+
+class MSE(UnitNormal):
+    """Squared error as the log-likelihood: ``log_prob = -sum((x - mean)^2)`` (DreamerV3's image and vector loss)."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -(value - self.mean).square().sum(self._dims)
+
+
+class SymlogMSE(MSE):
+    """Squared error in symlog space: the net predicts symlog(x); ``mean`` is symexp of it (DreamerV3 vectors)."""
+
+    def __init__(self, symlog_mean: torch.Tensor, event_dims: int):
+        super().__init__(symlog_mean, event_dims)
+        self.symlog_mean = symlog_mean
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return symexp(self.symlog_mean)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return -(symlog(value) - self.symlog_mean).square().sum(self._dims)
+
+
+DIST_CLASSES = {"normal": UnitNormal, "mse": MSE, "symlog_mse": SymlogMSE}
 
 
 class _Decoder(nn.Module):
@@ -98,6 +133,7 @@ class ConvDecoder(_Decoder):
                 layers.append(activation(cfg.act))
             in_ch = out_ch
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # as the ConvEncoder's
+        self.dist = DIST_CLASSES[cfg.dist]
         with torch.no_grad():
             out_shape = self.net(torch.zeros(1, 32 * cfg.depth, 1, 1)).shape[-2:]
         if tuple(out_shape) != tuple(shape[1:]):
@@ -112,23 +148,37 @@ class ConvDecoder(_Decoder):
         mean = self.net(x).float()
         mean = mean.reshape(*lead, *mean.shape[1:])
         splits = mean.split(self.channels, -3)
-        return {k: UnitNormal(m, 3) for k, m in zip(self.image_keys, splits)}
+        return {k: self.dist(m, 3) for k, m in zip(self.image_keys, splits)}
+
+
+@dataclass
+class MLPDecoderConfig(MLPConfig):
+    """MLP to the vector observations."""
+
+    dist: str = "normal"
+    """Loss of the vectors: ``normal`` (unit Gaussian NLL), ``mse``, ``symlog_mse`` (squared error of symlog(x), V3)."""
+
+    def check(self) -> None:
+        super().check()
+        if self.dist not in VECTOR_DISTS:
+            raise unknown("dist", self.dist, VECTOR_DISTS)
 
 
 class MLPDecoder(_Decoder):
     """MLP that decodes features into every vector key."""
 
-    def __init__(self, cfg: MLPConfig, feat_dim: int, obs_space: dict):
+    def __init__(self, cfg: MLPDecoderConfig, feat_dim: int, obs_space: dict):
         super().__init__()
         self.keys = vector_keys(obs_space)
         if not self.keys:
             raise ConfigError(f"decoder: mlp needs a vector observation; got {obs_space}")
         self.sizes = [obs_space[k][0] for k in self.keys]
         self.net = MLP(feat_dim, self.sizes, cfg.layers, cfg.units, cfg.act, cfg.norm)  # one output layer per key
+        self.dist = DIST_CLASSES[cfg.dist]
 
     def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
         out = self.net(features).float().split(self.sizes, -1)
-        return {k: UnitNormal(m, 1) for k, m in zip(self.keys, out)}
+        return {k: self.dist(m, 1) for k, m in zip(self.keys, out)}
 
 
 @dataclass
@@ -137,7 +187,7 @@ class MultiDecoderConfig:
 
     conv: ConvDecoderConfig = field(default_factory=ConvDecoderConfig)
     """The conv decoder of the image keys."""
-    mlp: MLPConfig = field(default_factory=MLPConfig)
+    mlp: MLPDecoderConfig = field(default_factory=MLPDecoderConfig)
     """The MLP decoder of the vector keys."""
 
 
@@ -161,5 +211,5 @@ class MultiDecoder(_Decoder):
 
 
 register("decoder", "conv", ConvDecoderConfig)(ConvDecoder)
-register("decoder", "mlp", MLPConfig)(MLPDecoder)
+register("decoder", "mlp", MLPDecoderConfig)(MLPDecoder)
 register("decoder", "multi", MultiDecoderConfig)(MultiDecoder)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from components.nets import MLP, MLPConfig, activation, check_activation
+from components.transforms import symlog
 from registry import ConfigError, register
 
 
@@ -84,10 +85,18 @@ class ConvEncoder(nn.Module):
         return self.net(x.reshape(-1, *x.shape[-3:])).reshape(*lead, -1)
 
 
+@dataclass
+class MLPEncoderConfig(MLPConfig):
+    """MLP over the vector observations."""
+
+    symlog: bool = False
+    """Feed symlog(x) instead of x, so inputs of any scale stay near [-10, 10] (DreamerV3)."""
+
+
 class MLPEncoder(nn.Module):
     """MLP over all vector keys, concatenated."""
 
-    def __init__(self, cfg: MLPConfig, obs_space: dict):
+    def __init__(self, cfg: MLPEncoderConfig, obs_space: dict):
         super().__init__()
         self.keys = vector_keys(obs_space)
         if not self.keys:
@@ -95,9 +104,11 @@ class MLPEncoder(nn.Module):
         in_dim = sum(obs_space[k][0] for k in self.keys)
         self.net = MLP(in_dim, None, cfg.layers, cfg.units, cfg.act, cfg.norm)
         self.out_dim = self.net.out_dim
+        self.symlog = cfg.symlog
 
     def forward(self, obs) -> torch.Tensor:
-        return self.net(torch.cat([obs[k].float() for k in self.keys], -1))
+        x = torch.cat([obs[k].float() for k in self.keys], -1)
+        return self.net(symlog(x) if self.symlog else x)
 
 
 @dataclass
@@ -106,7 +117,7 @@ class MultiEncoderConfig:
 
     conv: ConvEncoderConfig = field(default_factory=ConvEncoderConfig)
     """The conv encoder of the image keys."""
-    mlp: MLPConfig = field(default_factory=MLPConfig)
+    mlp: MLPEncoderConfig = field(default_factory=MLPEncoderConfig)
     """The MLP encoder of the vector keys."""
 
 
@@ -130,5 +141,5 @@ class MultiEncoder(nn.Module):
 
 
 register("encoder", "conv", ConvEncoderConfig)(ConvEncoder)
-register("encoder", "mlp", MLPConfig)(MLPEncoder)
+register("encoder", "mlp", MLPEncoderConfig)(MLPEncoder)
 register("encoder", "multi", MultiEncoderConfig)(MultiEncoder)

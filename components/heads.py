@@ -6,6 +6,7 @@ Registered heads (used for reward, discount, critic and actor):
     bernoulli     Bernoulli over a scalar in [0, 1] (the discount head)
     onehot        one-hot categorical with straight-through samples (discrete actions)
     trunc_normal  Normal truncated to [-1, 1] with reparameterised samples (continuous actions)
+    twohot        categorical over bins in symlog space, two-hot targets (DreamerV3 reward and critic)
 
 Build with ``registry.build("head", cfg, in_dim=..., out_dim=...)``; calling the
 head on features ``[..., in_dim]`` returns a torch Distribution.
@@ -22,6 +23,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.nets import MLP, MLPConfig
+from components.transforms import symexp, symlog, twohot
 from registry import ConfigError, register
 
 
@@ -67,10 +69,30 @@ def bernoulli(cfg: MLPConfig, in_dim: int, out_dim: int = 1) -> Head:
     return Head(cfg, in_dim, 1, lambda p: SoftBernoulli(logits=p.squeeze(-1)))
 
 
-@register("head", "onehot", MLPConfig)
-def onehot(cfg: MLPConfig, in_dim: int, out_dim: int) -> Head:
+@dataclass
+class OneHotConfig(MLPConfig):
+    """Actor head for discrete actions."""
+
+    unimix: float = 0.0
+    """Share of a uniform distribution mixed into the action probabilities (DreamerV3: 0.01; 0 = off)."""
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 <= self.unimix < 1.0:
+            raise ConfigError(f"unimix: must lie in [0, 1), got {self.unimix}")
+
+
+@register("head", "onehot", OneHotConfig)
+def onehot(cfg: OneHotConfig, in_dim: int, out_dim: int) -> Head:
     """One-hot categorical over ``out_dim`` actions; samples carry straight-through gradients."""
-    return Head(cfg, in_dim, out_dim, lambda p: OneHot(logits=p))
+    if cfg.unimix == 0:
+        return Head(cfg, in_dim, out_dim, lambda p: OneHot(logits=p))
+
+    def make(p: torch.Tensor) -> OneHot:
+        probs = (1 - cfg.unimix) * p.softmax(-1) + cfg.unimix / out_dim
+        return OneHot(logits=probs.log())
+
+    return Head(cfg, in_dim, out_dim, make)
 
 
 @register("head", "trunc_normal", TruncNormalConfig)
@@ -160,3 +182,72 @@ class TruncatedNormal(D.Distribution):
 
 def _std_pdf(x: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+
+
+@dataclass
+class TwoHotConfig(MLPConfig):
+    """Categorical over ``bins`` values evenly spaced in symlog space (DreamerV3's reward and critic)."""
+
+    bins: int = 255
+    """Number of bins."""
+    low: float = -20.0
+    """Lowest bin, in symlog space (symexp(-20) is about -4.9e8)."""
+    high: float = 20.0
+    """Highest bin, in symlog space."""
+    outscale: float = 0.0
+    """Scale of the output layer's initial weights; 0 starts every prediction at 0 (DreamerV3)."""
+
+    def check(self) -> None:
+        super().check()
+        if self.bins < 2 or not self.low < self.high:
+            raise ConfigError(
+                f"bins: need at least 2 bins and low < high, got {self.bins} in [{self.low}, {self.high}]"
+            )
+        if self.outscale < 0:
+            raise ConfigError(f"outscale: must be >= 0, got {self.outscale}")
+
+
+class TwoHotSymlog(D.Distribution):
+    """Categorical over ``bins`` (in symlog space) read as a scalar: the DreamerV3 reward and critic.
+
+    ``mean`` is symexp of the expected bin; ``log_prob(y)`` is minus the cross-entropy against
+    the two-hot encoding of symlog(y), so the loss is a classification loss at any scale of y.
+    """
+
+    arg_constraints: dict = {}
+
+    def __init__(self, logits: torch.Tensor, bins: torch.Tensor):
+        self.logits, self.bins = logits, bins
+        super().__init__(logits.shape[:-1], validate_args=False)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return symexp((self.logits.softmax(-1) * self.bins).sum(-1))
+
+    @property
+    def mode(self) -> torch.Tensor:
+        return self.mean
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        target = twohot(symlog(value.to(self.logits.dtype)), self.bins)
+        return (target * self.logits.log_softmax(-1)).sum(-1)
+
+
+class TwoHotHead(Head):
+    """MLP to ``bins`` logits, read as a :class:`TwoHotSymlog` over its bins."""
+
+    def __init__(self, cfg: TwoHotConfig, in_dim: int):
+        super().__init__(cfg, in_dim, cfg.bins, None)
+        self.register_buffer("bins", torch.linspace(cfg.low, cfg.high, cfg.bins), persistent=False)
+        with torch.no_grad():
+            self.net[-1].weight.mul_(cfg.outscale)
+            self.net[-1].bias.zero_()
+
+    def forward(self, features: torch.Tensor) -> TwoHotSymlog:
+        return TwoHotSymlog(self.net(features).float(), self.bins)
+
+
+@register("head", "twohot", TwoHotConfig)
+def twohot_head(cfg: TwoHotConfig, in_dim: int, out_dim: int = 1) -> TwoHotHead:
+    """Scalar as a categorical over symlog bins: mean symexp(sum p * bins), two-hot cross-entropy loss."""
+    return TwoHotHead(cfg, in_dim)

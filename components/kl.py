@@ -88,3 +88,40 @@ class Plain:
     def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
         kl = latent.kl(post, prior)
         return self.cfg.scale * _free(kl, self.cfg.free, self.cfg.free_avg), {"kl": kl.detach().mean()}
+
+
+@dataclass
+class FreeBitsConfig:
+    """DreamerV3's two KL terms, each with free bits; ``dyn``/``rep`` weigh them (official v1: 0.5 / 0.1)."""
+
+    dyn: float = 0.5
+    """Weight of the dynamics term KL(sg(post) || prior), which trains the prior."""
+    rep: float = 0.1
+    """Weight of the representation term KL(post || sg(prior)), which trains the posterior."""
+    free: float = 1.0
+    """Free bits: each term is clipped below at this many nats, so below it it has no gradient."""
+    free_avg: bool = False
+    """Clip the batch mean of each term (true) or each [b, t] value (false, as DreamerV3 does)."""
+    scale: float = 1.0
+    """Scale of the whole KL loss (DreamerV3 puts its weights in dyn and rep, so 1)."""
+
+    def check(self) -> None:
+        if min(self.dyn, self.rep, self.free, self.scale) < 0:
+            raise ConfigError(
+                f"dyn, rep, free and scale: must be >= 0, got {self.dyn}, {self.rep}, {self.free}, {self.scale}"
+            )
+
+
+@register("kl", "free_bits", FreeBitsConfig)
+class FreeBits:
+    """dyn * max(free, KL(sg(post) || prior)) + rep * max(free, KL(post || sg(prior))) (DreamerV3, eq. 5)."""
+
+    def __init__(self, cfg: FreeBitsConfig):
+        self.cfg = cfg
+
+    def __call__(self, latent, post: torch.Tensor, prior: torch.Tensor):
+        c = self.cfg
+        dyn = latent.kl(post.detach(), prior)  # trains the prior only
+        rep = latent.kl(post, prior.detach())  # trains the posterior only
+        loss = c.dyn * _free(dyn, c.free, c.free_avg) + c.rep * _free(rep, c.free, c.free_avg)
+        return c.scale * loss, {"kl": dyn.detach().mean()}

@@ -61,6 +61,8 @@ class RSSMConfig:
     gru_norm: bool = True
     """LayerNorm inside the GRU cell, the only one of the official nets; false is the paper's
     "no layer norm" ablation."""
+    learned_initial: bool = False
+    """Start episodes from a learned deter (tanh of a parameter) and its prior's mode, not zeros (DreamerV3)."""
 
     def check(self) -> None:
         for name in ("deter", "hidden"):
@@ -102,6 +104,9 @@ class RSSM(nn.Module):
             dense(cfg.deter + embed_dim, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )
         self.feat_dim = cfg.deter + latent.size
+        self.learned_initial = cfg.learned_initial
+        if cfg.learned_initial:
+            self.initial_deter = nn.Parameter(torch.zeros(cfg.deter))
 
     def compile_steps(self) -> None:
         """Compile the observe and imagine steps (fused GRU, norms, sampling); eager where that fails."""
@@ -109,7 +114,12 @@ class RSSM(nn.Module):
         self.obs_step = compiled(self.obs_step)
 
     def initial(self, batch: int, device=None, dtype=torch.float32) -> State:
-        """The all-zeros state at an episode start."""
+        """The state at an episode start: all zeros, or the learned deter with its prior's mode."""
+        if self.learned_initial:
+            deter = torch.tanh(self.initial_deter).to(device=device, dtype=dtype)[None]
+            params = self.img_out(deter)
+            state = {"deter": deter, "stoch": self.latent.mode(params), "params": params}
+            return {k: v.expand(batch, -1) for k, v in state.items()}
         return {
             "deter": torch.zeros(batch, self.deter, device=device, dtype=dtype),
             "stoch": torch.zeros(batch, self.latent.size, device=device, dtype=dtype),
@@ -140,6 +150,9 @@ class RSSM(nn.Module):
         """
         keep = (~is_first.bool()).to(embed.dtype).unsqueeze(-1)
         state = {k: v * keep for k, v in state.items()}
+        if self.learned_initial:
+            initial = self.initial(1, embed.device, embed.dtype)
+            state = {k: v + initial[k] * (1 - keep) for k, v in state.items()}
         deter, prior_params = self._advance(state, action * keep)
         params = self.obs_out(torch.cat([deter, embed], -1))
         return {"deter": deter, "stoch": self.latent.sample(params), "params": params}, prior_params

@@ -84,9 +84,9 @@ class AgentModule(L.LightningModule):
         if self.logger is None:
             return
         while exp.finished:
-            steps, ret, length = exp.finished.popleft()
+            steps, ret, length, stats = exp.finished.popleft()  # stats: the env's info["episode_stats"]
             self.logger.log_metrics(
-                {"episode/return": ret, "episode/length": length},
+                {"episode/return": ret, "episode/length": length, **{f"episode/{k}": v for k, v in stats.items()}},
                 step=steps * exp.world_size * exp.info.action_repeat,
             )
         if self.updates % self.log_every == 0:

@@ -8,11 +8,13 @@ Time layout of one imagined trajectory (time-major, H = horizon, N = start state
     reward     r0     r1     r2   ...   rH-1    rH      r_t = reward head at z_t
     discount   d0     d1     d2   ...   dH-1    dH      d0 = gamma * (1 - replayed is_terminal)
     weight     1      d0     d0d1 ...                    cumulative discount (no gradient)
-    target     V0     V1     V2   ...   VH-1            lambda-return from r, d, slow critic; VH = v(zH)
+    target     V0     V1     V2   ...   VH-1            lambda-return from r, d, v; VH = v(zH)
+                                                         v = slow critic (V2) or critic (V3, slow_target=false)
 
-    critic:  -log p(V_t | z_t) * w_t                     t = 0 .. H-1
-    actor:   objective(pi(.|z_t), a_{t+1}, V_{t+1}, v(z_t)) + eta * H[pi(.|z_t)], weighted by w_t,
-             t = 0 .. H-2 (zH-1 has no target after its action, zH has no action)
+    critic:  (-log p(V_t | z_t) - slow_reg * log p(slow(z_t) | z_t)) * w_t          t = 0 .. H-1
+    actor:   objective(pi(.|z_t), a_{t+1}, V_{t+1} / S, v(z_t) / S) + eta * H[pi(.|z_t)], weighted by w_t,
+             t = 0 .. H-2 (zH-1 has no target after its action, zH has no action);
+             S = return_norm(V) (1 in V1/V2, the percentile range in V3)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+import components.normalize  # noqa: F401  (registers the return normalisers Behavior builds)
 from components.returns import lambda_return
 from recipes.config import BehaviorConfig
 from registry import build
@@ -54,6 +57,7 @@ class Behavior(nn.Module):
         # Its own initial weights, as the official target critic: the first update copies the critic.
         self.slow_critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim).requires_grad_(False)
         self.actor_grad = build("actor_grad", actor_grad_cfg)
+        self.return_norm = build("return_norm", cfg.return_norm, path="behavior.return_norm")
         self.action_dim = action_dim
 
     def imagine(self, world_model, start: dict) -> dict:
@@ -84,15 +88,24 @@ class Behavior(nn.Module):
             else:
                 disc = torch.full_like(reward, self.cfg.discount)
         weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
-        value = self.slow_critic(feat).mean
+        critic = self.slow_critic if self.cfg.slow_target else self.critic
+        with frozen(critic):  # the actor's gradient flows through the values into the features, not the critic
+            value = critic(feat).mean
         target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
+        scale = self.return_norm(target)
 
         policy = self.actor(feat[:-2].detach())
-        objective = self.actor_grad(policy, seq["action"][1:-1], target[1:], value[:-2], step)
+        objective = self.actor_grad(policy, seq["action"][1:-1], target[1:] / scale, value[:-2] / scale, step)
         entropy = policy.entropy()
         actor_loss = -(weight[:-2] * (objective + self.cfg.ent_scale * entropy)).mean()
 
-        critic_loss = -(self.critic(feat[:-1].detach()).log_prob(target.detach()) * weight[:-1]).mean()
+        critic_dist = self.critic(feat[:-1].detach())
+        critic_nll = -critic_dist.log_prob(target.detach())
+        if self.cfg.slow_reg:
+            with torch.no_grad():
+                slow = self.slow_critic(feat[:-1].detach()).mean
+            critic_nll = critic_nll - self.cfg.slow_reg * critic_dist.log_prob(slow)
+        critic_loss = (critic_nll * weight[:-1]).mean()
         metrics = {
             "behavior/actor_loss": actor_loss.detach(),
             "behavior/critic_loss": critic_loss.detach(),
@@ -100,6 +113,8 @@ class Behavior(nn.Module):
             "behavior/return": target.detach().mean(),
             "behavior/imag_reward": reward.detach().mean(),
         }
+        if torch.is_tensor(scale):
+            metrics["behavior/return_scale"] = scale
         return actor_loss, critic_loss, metrics
 
     @torch.no_grad()

@@ -123,6 +123,12 @@ class BehaviorConfig:
     """Exploration noise on the actions the agent takes while collecting (official ``expl_noise``):
     discrete, the sampled action is replaced by a uniform one with this probability; continuous,
     Gaussian noise of this std, clipped to [-1, 1]. 0 in the official DreamerV2 configs."""
+    slow_target: bool = True
+    """The lambda-returns bootstrap from the slow critic (V2); false: from the critic itself (V3)."""
+    slow_reg: float = 0.0
+    """Weight of -log p_critic(slow critic's mean) in the critic loss, pulling it to the slow critic (V3: 1)."""
+    return_norm: Any = field(default_factory=lambda: {"name": "none"})
+    """Divides the actor's returns and baseline: ``none`` (V1/V2) or ``percentile`` (V3; components/normalize.py)."""
 
     def check(self) -> None:
         at_least("horizon", self.horizon, 2, " (the actor needs a target after its action)")
@@ -132,6 +138,7 @@ class BehaviorConfig:
         at_least("slow_critic_every", self.slow_critic_every, 1)
         within("slow_critic_fraction", self.slow_critic_fraction, 0, 1, low_open=True)
         within("expl_noise", self.expl_noise, 0, 1)
+        at_least("slow_reg", self.slow_reg, 0, " (0 = off)")
 
 
 NONFINITE = ("stop", "skip")
@@ -345,6 +352,7 @@ def validate(cfg: DictConfig | dict) -> tuple[RunConfig, dict]:
                 raise errors[-1]
         else:
             registry.validate("head", head, path=path)
+    registry.validate("return_norm", run.behavior.return_norm, path="behavior.return_norm")
     capacity = getattr(typed["replay"], "capacity", None)
     if capacity is not None and capacity // run.train.num_envs < run.train.length:
         raise ConfigError(

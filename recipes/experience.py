@@ -70,7 +70,7 @@ class Experience:
         self.episodes = 0
         self.env_restarts = 0
         self._restarts_in_a_row = 0
-        self.finished: deque = deque(maxlen=1000)  # (agent_steps, return, length) not yet logged
+        self.finished: deque = deque(maxlen=1000)  # (agent_steps, return, length, stats) not yet logged
         self.last_return = float("nan")
         self.longest_episode = 0  # agent steps of the longest episode seen, for the error below
         self._reset_envs(seed)
@@ -83,6 +83,7 @@ class Experience:
         self._reward = np.zeros(self.num_envs, np.float32)
         self._ep_return = np.zeros(self.num_envs, np.float64)
         self._ep_length = np.zeros(self.num_envs, np.int64)
+        self._ep_stats: dict[int, dict] = {}  # an env's info["episode_stats"] (e.g. Crafter's achievements)
 
     @property
     def global_steps(self) -> int:
@@ -127,12 +128,16 @@ class Experience:
         env_action = action.argmax(-1).numpy() if self.info.discrete else action.numpy()
         self.agent_steps += self.num_envs
         try:
-            self._obs, reward, _, _, _ = self.envs.step(env_action)
+            self._obs, reward, _, _, infos = self.envs.step(env_action)
         except Exception as err:  # a crashed env (or worker process) must not end a days-long run
             self._restart(err)
             return
         self._restarts_in_a_row = 0
         self._action, self._reward = action, np.asarray(reward, np.float32)
+        if "episode_stats" in infos:  # reported with the episode's last step, logged when that step is stored
+            stats = infos["episode_stats"]
+            for i in np.flatnonzero(infos["_episode_stats"]):
+                self._ep_stats[i] = {k: float(v[i]) for k, v in stats.items() if not k.startswith("_")}
 
     def _restart(self, err: Exception) -> None:
         self.env_restarts += 1
@@ -160,7 +165,8 @@ class Experience:
             self.episodes += 1
             self.last_return = float(self._ep_return[i])
             self.longest_episode = max(self.longest_episode, int(self._ep_length[i]))
-            self.finished.append((self.agent_steps, self.last_return, int(self._ep_length[i])))
+            stats = self._ep_stats.pop(i, {})
+            self.finished.append((self.agent_steps, self.last_return, int(self._ep_length[i]), stats))
 
     def updates_due(self) -> bool:
         """Whether the train ratio asks for another update at the current number of agent steps."""

@@ -336,6 +336,7 @@ _BUILTIN_MODULES = (
     "components.kl",
     "components.actor_grads",
     "components.heads",
+    "components.normalize",
     "components.replay",
     "components.envs",
 )

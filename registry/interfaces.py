@@ -124,6 +124,25 @@ class KL(Protocol):
 
 
 @runtime_checkable
+class ReturnNorm(Protocol):
+    """The scale ``S`` that divides the actor's returns and baseline (DreamerV3's return normalisation).
+
+    Built as ``target(cfg)`` (or ``target()`` without a schema), an ``nn.Module`` so that any
+    statistics it keeps are buffers that reach checkpoints. ``norm(returns)`` takes the
+    lambda-returns ``[H, N]`` of the current update, updates its statistics and returns the scale
+    (a float or a scalar tensor, > 0) to divide them by.
+
+    Examples:
+        >>> import torch, registry
+        >>> norm = registry.build("return_norm", {"name": "percentile", "decay": 0.0})
+        >>> float(norm(torch.linspace(0, 100, 101)))  # P95 - P5 of 0..100, no smoothing
+        90.0
+    """
+
+    def __call__(self, returns: Tensor) -> Tensor | float: ...
+
+
+@runtime_checkable
 class ActorGrad(Protocol):
     """The actor's objective at each imagined step, which the behavior maximises.
 
@@ -264,6 +283,7 @@ BUILTIN_KINDS = {
     "kl": KL,
     "actor_grad": ActorGrad,
     "head": Head,
+    "return_norm": ReturnNorm,
     "replay": Replay,
     "env": Env,
     "agent": Agent,

@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from components.decoders import ConvDecoder, ConvDecoderConfig, MultiDecoder, MultiDecoderConfig
-from components.encoders import ConvEncoder, ConvEncoderConfig, MLPEncoder, MultiEncoder, MultiEncoderConfig
+from components.encoders import (
+    ConvEncoder,
+    ConvEncoderConfig,
+    MLPEncoder,
+    MLPEncoderConfig,
+    MultiEncoder,
+    MultiEncoderConfig,
+)
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
-from components.nets import MLPConfig
 from components.rssm import RSSM, RSSMConfig
 from registry import ConfigError
 
@@ -29,7 +35,7 @@ def test_paper_conv_encoder_output_size():
 
 
 def test_multi_encoder_concatenates_image_and_vectors():
-    small = MultiEncoderConfig(conv=ConvEncoderConfig(depth=4), mlp=MLPConfig(layers=1, units=8))
+    small = MultiEncoderConfig(conv=ConvEncoderConfig(depth=4), mlp=MLPEncoderConfig(layers=1, units=8))
     enc = MultiEncoder(small, SPACE)
     out = enc(_obs())
     assert out.shape == (2, 3, enc.out_dim) and enc.out_dim == 2 * 2 * 32 + 8
@@ -37,7 +43,7 @@ def test_multi_encoder_concatenates_image_and_vectors():
 
 def test_encoders_reject_missing_observation_kinds():
     with pytest.raises(ConfigError, match="mlp needs a vector"):
-        MLPEncoder(MLPConfig(), {"image": (1, 64, 64)})
+        MLPEncoder(MLPEncoderConfig(), {"image": (1, 64, 64)})
 
 
 def test_decoder_reconstructs_every_key_with_unit_gaussian_nll():

@@ -12,9 +12,10 @@ from recipes.train import validate
 from registry import ConfigError
 
 RECIPES = ["dreamerv2_atari", "dreamerv2_dmc", "dreamerv1_dmc", "dreamerv2_atari_nokl", "dreamerv2_cartpole"]
+V3_RECIPES = ["dreamerv3_dmc_proprio", "dreamerv3_dmc_vision", "dreamerv3_atari100k", "dreamerv3_crafter"]
 
 
-@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("recipe", RECIPES + V3_RECIPES)
 def test_every_recipe_validates(make_cfg, recipe):
     run, components = validate(make_cfg(f"recipe={recipe}"))
     assert run.train.batch > 0 and components["latent"]["name"] in ("categorical", "gaussian")
@@ -222,3 +223,54 @@ def test_a_directory_that_is_not_a_run_is_named_by_each_command(tmp_path):
         resume_config(tmp_path, ["train.steps=10"])
     with pytest.raises(ConfigError, match=r"^evaluate: .* is not a run directory"):
         load_agent(tmp_path, "last.ckpt", 10_000, "evaluate")
+
+
+@pytest.mark.parametrize("recipe", V3_RECIPES)
+def test_dreamerv3_recipes_have_the_v1_hyperparameters(make_cfg, recipe):
+    """Official configs.yaml at the arXiv-v1 commit ec526b9 (danijar/dreamerv3)."""
+    run, c = validate(make_cfg(f"recipe={recipe}"))
+    assert c["kl"] == {"name": "free_bits", "dyn": 0.5, "rep": 0.1, "free": 1.0, "free_avg": False, "scale": 1.0}
+    assert c["latent"]["unimix"] == 0.01 and (c["latent"]["variables"], c["latent"]["classes"]) == (32, 32)
+    assert c["encoder"]["mlp"]["symlog"] and c["decoder"]["mlp"]["dist"] == "symlog_mse"
+    assert c["decoder"]["conv"]["dist"] == "mse" and c["replay"]["name"] == "uniform"
+    assert all(part["act"] == "silu" and part["norm"] for part in (*c["encoder"].values(), *c["decoder"].values())
+               if isinstance(part, dict))  # fmt: skip
+    m, b = run.model, run.behavior
+    assert m.reward_head["name"] == b.critic["name"] == "twohot" and m.reward_transform == "identity"
+    assert (m.rssm.act, m.rssm.norm, m.rssm.learned_initial) == ("silu", True, True)
+    assert all(h["act"] == "silu" and h["norm"] for h in (m.reward_head, m.discount_head, b.actor, b.critic))
+    assert (m.opt.lr, m.opt.eps, m.opt.clip, m.opt.wd) == (1e-4, 1e-8, 1000.0, 0.0)
+    for opt in (b.actor_opt, b.critic_opt):
+        assert (opt.lr, opt.eps, opt.clip, opt.wd) == (3e-5, 1e-5, 100.0, 0.0)
+    assert (b.horizon, b.lambda_, b.ent_scale) == (15, 0.95, 3e-4) and b.discount == pytest.approx(1 - 1 / 333)
+    assert (b.slow_critic_every, b.slow_critic_fraction, b.slow_target, b.slow_reg) == (1, 0.02, False, 1.0)
+    assert b.return_norm == {"name": "percentile"}
+    assert (run.train.batch, run.train.length, c["replay"]["capacity"]) == (16, 64, 1_000_000)
+    discrete = recipe in ("dreamerv3_atari100k", "dreamerv3_crafter")
+    assert c["actor_grad"]["name"] == ("reinforce" if discrete else "dynamics")
+    assert run.train.train_ratio == (1024 if recipe == "dreamerv3_atari100k" else 512)
+    size = (run.size.deter, run.size.mlp_units, run.size.mlp_layers, run.size.cnn_depth, run.size.hidden)
+    assert size == ((4096, 1024, 5, 96, 1024) if recipe == "dreamerv3_crafter" else (512, 512, 2, 32, 512))
+    if discrete:
+        assert b.actor == {**b.actor, "name": "onehot", "unimix": 0.01}
+    if recipe == "dreamerv3_atari100k":
+        env = c["env"]
+        assert (env["sticky"], env["noops"], env["grayscale"], env["action_repeat"], env["size"]) == (
+            0,
+            30,
+            False,
+            4,
+            64,
+        )
+        assert not env["full_action_space"] and not env["life_done"] and run.train.steps == 100_000
+
+
+@pytest.mark.parametrize(
+    "size, expected",
+    [("v3_small", (512, 512, 2, 32)), ("v3_medium", (1024, 640, 3, 48)), ("v3_large", (2048, 768, 4, 64)),
+     ("v3_xlarge", (4096, 1024, 5, 96)), ("v3_1m", (512, 64, 3, 4))],
+)  # fmt: skip
+def test_dreamerv3_size_presets(make_cfg, size, expected):
+    run, _ = validate(make_cfg("recipe=dreamerv3_atari100k", f"size={size}"))
+    assert (run.size.deter, run.size.mlp_units, run.size.mlp_layers, run.size.cnn_depth) == expected
+    assert run.size.stoch == 32 and run.size.classes == (4 if size == "v3_1m" else 32)

@@ -65,7 +65,8 @@ def test_atari_action_repeat_advances_four_frames_per_step_and_is_first_only_on_
         obs, *_ = env.step(0)
         check_obs(env, obs, first=False)
     assert ale.getEpisodeFrameNumber() - before == 20
-    assert env_info(env) == EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
+    info = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=18, discrete=True, action_repeat=4)  # full action set
+    assert env_info(env) == info
 
 
 def test_atari_time_limit_truncates_without_terminal():
@@ -280,9 +281,36 @@ def test_async_vector_env_runs_envs_in_subprocesses():
         ),
         ({"name": "atari", "sticky": 1.5}, r"env.sticky: must lie in \[0, 1\]"),
         ({"name": "dmc", "pixels": False}, r"env.pixels / proprio: both are false"),
-        ({"name": "atarii"}, r"env: unknown env 'atarii'; valid: atari, dmc, gym"),
+        ({"name": "atarii"}, r"env: unknown env 'atarii'; valid: atari, crafter, dmc, gym"),
     ],
 )
 def test_bad_settings_raise_config_errors_listing_valid_alternatives(cfg, message):
     with pytest.raises(ConfigError, match=message):
         make(cfg)
+
+
+def test_crafter_pixels_truncation_death_and_achievements():
+    env = make({"name": "crafter", "time_limit": 5})
+    obs, _ = env.reset(seed=0)
+    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8 and env.action_space.n == 17
+    check_obs(env, obs, first=True)
+    for _ in range(4):
+        obs, _, terminated, truncated, info = env.step(5)  # "do": collects wood when facing a tree
+        assert not (terminated or truncated) and info == {}
+    obs, _, terminated, truncated, info = env.step(0)
+    assert truncated and not terminated and obs["is_last"] and not obs["is_terminal"]
+    stats = info["episode_stats"]
+    assert len(stats) == 22 and set(stats.values()) <= {0.0, 1.0} and "achievement_collect_wood" in stats
+    env.reset()
+    inner = env.unwrapped._env
+    step = inner.step
+
+    def dying(action):  # the player's health reaches 0: crafter reports done with discount 0
+        image, reward, _, info = step(action)
+        return image, reward, True, {**info, "discount": 0.0}
+
+    inner.step = dying
+    obs, _, terminated, truncated, _ = env.step(0)
+    assert terminated and not truncated and obs["is_terminal"]
+    with pytest.raises(ConfigError, match=r"env.task: unknown Crafter task 'rewards'; valid: reward, noreward"):
+        make({"name": "crafter", "task": "rewards"})

@@ -19,6 +19,7 @@ from components.returns import lambda_return
 from components.rssm import RSSM, RSSMConfig
 from recipes.behavior import Behavior
 from recipes.config import BehaviorConfig
+from registry import build
 from registry import core as registry_core
 
 
@@ -631,3 +632,56 @@ def test_rssm_is_first_resets_state_and_action(latent):
     mixed, _ = rssm.obs_step(stale, action, embed, torch.tensor([True, False]))
     torch.testing.assert_close(mixed["deter"][0], ref["deter"][0])
     torch.testing.assert_close(mixed["deter"][1], carried["deter"][1])
+
+
+# ------------------------------------------------------------------------------- DreamerV3 behavior options
+
+# V3 (slow_target=false): the returns bootstrap from the critic itself, here the table (10, 20, 30, 40), so the
+# targets are _TARGET again. The percentile normaliser with decay 0 takes this update's P5 and P95 of the six
+# targets, sorted (1, 26.36875, 31.25, 31.25, 35, 35): P5 = 1 + 0.25 * 25.36875, P95 = 35.
+_SCALE = 35.0 - (1.0 + 0.25 * 25.36875)
+
+
+def _v3_table_behavior(actor_grad):
+    wm, beh, post, is_terminal = _table_behavior(actor_grad, ent_scale=0.1)
+    beh.cfg.slow_target, beh.cfg.slow_reg = False, 1.0
+    beh.critic = _TableHead([10.0, 20.0, 30.0, 40.0])
+    beh.slow_critic = _TableHead([0.0, 0.0, 0.0, 0.0]).requires_grad_(False)
+    beh.return_norm = build("return_norm", {"name": "percentile", "decay": 0.0})
+    return wm, beh, post, is_terminal
+
+
+@pytest.mark.parametrize("name", ["reinforce", "dynamics"])
+def test_v3_returns_from_the_critic_normalised_and_the_slow_critic_regulariser_by_hand(name):
+    wm, beh, post, is_terminal = _v3_table_behavior({"name": name})
+    actor_loss, critic_loss, metrics = beh.loss(wm, post, is_terminal, step=0)
+    assert metrics["behavior/return_scale"].item() == pytest.approx(_SCALE)
+    objective = {  # advantages and returns divided by S; the baseline is the critic at z_0, z_1
+        "reinforce": lambda t, n: -_LOG3 * (_TARGET[t + 1][n] - _BASELINE[t]) / _SCALE,
+        "dynamics": lambda t, n: _TARGET[t + 1][n] / _SCALE,
+    }[name]
+    assert actor_loss.item() == pytest.approx(_by_hand_actor_loss(objective, 0.1), rel=1e-5)
+    # critic (10, 20, 30 at t = 0, 1, 2): -log N(V_t; c_t, 1) plus slow_reg * -log N(0; c_t, 1), the slow critic's 0
+    c = [10.0, 20.0, 30.0]
+    nll = lambda x: 0.5 * x**2 + 0.5 * math.log(2 * math.pi)  # noqa: E731
+    terms = [_WEIGHT[t][n] * (nll(_TARGET[t][n] - c[t]) + nll(c[t])) for t in range(3) for n in range(2)]
+    assert critic_loss.item() == pytest.approx(sum(terms) / 6, rel=1e-5)
+    actor_loss.backward()  # the actor's gradient passes through the critic's values, never into the critic
+    assert beh.critic.bias.grad is None and beh.critic.bias.requires_grad
+
+
+def test_slow_critic_moves_two_percent_toward_the_critic_every_update():
+    """DreamerV3's EMA (fraction 0.02 after every update), whose first move is a copy (official
+    SlowUpdater, as DreamerV2's): slow 0 -> copy of the critic's 1 -> 0.98 * 1 + 0.02 * 2 = 1.02."""
+    _, beh, _ = _behavior({"name": "reinforce"}, slow_critic_every=1, slow_critic_fraction=0.02)
+    with torch.no_grad():
+        for p, slow in zip(beh.critic.parameters(), beh.slow_critic.parameters()):
+            p.fill_(1.0)
+            slow.zero_()
+    beh.update_slow_critic(1)
+    with torch.no_grad():
+        for p in beh.critic.parameters():
+            p.fill_(2.0)
+    beh.update_slow_critic(2)
+    for slow in beh.slow_critic.parameters():
+        torch.testing.assert_close(slow, torch.full_like(slow, 1.02))

@@ -235,3 +235,46 @@ def test_world_model_pretrain_updates_leave_the_actor_and_critic_alone(make_cfg,
     _check(summary, cfg)
     assert summary["updates"] == calls["world_model"]
     assert calls["behavior"] == list(range(5, summary["updates"] + 1))
+
+
+V2_WITH_V3_PARTS = [
+    "recipe=dreamerv2_cartpole",
+    "model.reward_head.name=twohot",
+    "behavior.critic.name=twohot",
+    "kl=free_bits",  # with its own free, free_avg and scale: a recipe tunes only the KL option it chose
+    "behavior.return_norm.name=percentile",
+    "latent=categorical_unimix",
+    "behavior.actor.name=onehot",
+    "+behavior.actor.unimix=0.01",
+]
+V3_WITH_V2_PARTS = [
+    "recipe=dreamerv3_dmc_proprio",
+    "latent=gaussian",
+    "kl=balanced",
+    "model.reward_head.name=normal",
+    "model.reward_transform=tanh",
+]
+
+
+@pytest.mark.parametrize(
+    "overrides, columns",
+    [
+        (["recipe=dreamerv3_dmc_proprio"], ["behavior/return_scale"]),
+        (["recipe=dreamerv3_dmc_vision"], ["behavior/return_scale"]),
+        (["recipe=dreamerv3_atari100k", "env.time_limit=400"], ["behavior/return_scale"]),
+        (["recipe=dreamerv3_crafter", "env.time_limit=40"], ["episode/return", "episode/achievement_collect_wood"]),
+        (V2_WITH_V3_PARTS, ["behavior/return_scale"]),
+        (V3_WITH_V2_PARTS, []),
+    ],
+    ids=["v3-dmc-proprio", "v3-dmc-vision", "v3-atari100k", "v3-crafter", "v2-with-v3-parts", "v3-with-v2-parts"],
+)
+def test_dreamerv3_recipes_and_cross_version_swaps_train_end_to_end(make_cfg, overrides, columns):
+    cfg = make_cfg(*overrides, "debug=smoke", "logger=csv", "train.steps=80")  # 2/3 of a smoke run: six of them
+    summary = train(cfg)
+    _check(summary, cfg)
+    text = (Path(cfg.run_dir) / "csv" / "metrics.csv").read_text().splitlines()
+    header = text[0].split(",")
+    assert all(c in header for c in ["model/loss", "behavior/actor_loss", *columns]), header
+    rows = [dict(zip(header, line.split(","))) for line in text[1:]]
+    losses = [float(r["model/loss"]) for r in rows if r.get("model/loss")]
+    assert losses and all(math.isfinite(v) for v in losses)

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium
 from omegaconf import DictConfig, OmegaConf
 
-from components.envs import atari, dmc, gym  # noqa: F401  (importing them registers the env kinds)
+from components.envs import atari, crafter, dmc, gym  # noqa: F401  (importing them registers the env kinds)
 from components.envs.base import FLAGS, Flags
 from registry import build, validate
 

@@ -1,0 +1,172 @@
+"""DreamerV3's parts, each pinned to hand-computed values (symlog, two-hot, unimix, free bits,
+return normalisation, slow-critic regulariser, learned initial state)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from components.decoders import MSE, SymlogMSE
+from components.heads import TwoHotSymlog
+from components.kl import FreeBits, FreeBitsConfig
+from components.rssm import RSSM, RSSMConfig
+from components.transforms import symexp, symlog, twohot
+from registry import ConfigError, build
+
+BINS = torch.linspace(-20, 20, 255)  # the DreamerV3 bins, in symlog space: 40 / 254 apart, bin 127 at 0
+
+
+def test_symlog_values_and_symexp_round_trip():
+    x = torch.tensor([0.0, math.e - 1, -(math.e**2 - 1), 1e6])
+    assert torch.allclose(symlog(x), torch.tensor([0.0, 1.0, -2.0, math.log(1e6 + 1)]))
+    y = torch.linspace(-1e4, 1e4, 1001, dtype=torch.float64)
+    assert torch.allclose(symexp(symlog(y)), y, rtol=1e-12, atol=1e-9)
+
+
+def test_twohot_between_bins_at_and_beyond_the_edges():
+    spacing = 40 / 254
+    w = twohot(torch.tensor([0.1, -0.25, 20.0, 25.0, -20.0, -30.0]), BINS)
+    assert torch.allclose(w.sum(-1), torch.ones(6))
+    assert w[0, 128] == pytest.approx(0.1 / spacing, abs=1e-5) and w[0, 127] == pytest.approx(
+        1 - 0.1 / spacing, abs=1e-5
+    )
+    # -0.25 lies between bin 125 (-2 * spacing) and bin 126 (-spacing)
+    assert w[1, 125] == pytest.approx((0.25 - spacing) / spacing, abs=1e-5)
+    assert w[1, 126] == pytest.approx(1 - (0.25 - spacing) / spacing, abs=1e-5)
+    for row, edge in ((2, 254), (3, 254), (4, 0), (5, 0)):  # at or beyond an edge: all on the edge bin
+        assert w[row, edge] == 1.0 and w[row].count_nonzero() == 1
+    assert torch.allclose((w[:2] * BINS).sum(-1), torch.tensor([0.1, -0.25]), atol=1e-6)
+
+
+def test_twohot_distribution_mean_and_cross_entropy_by_hand():
+    bins = torch.tensor([-1.0, 0.0, 1.0])
+    dist = TwoHotSymlog(torch.tensor([0.5, 0.25, 0.25]).log(), bins)
+    assert dist.mean.item() == pytest.approx(-(math.exp(0.25) - 1))  # symexp(-0.5 + 0 + 0.25)
+    # symlog(symexp(0.5)) = 0.5 is half on bin 0.0, half on bin 1.0: 0.5 ln 0.25 + 0.5 ln 0.25
+    assert dist.log_prob(symexp(torch.tensor(0.5))).item() == pytest.approx(math.log(0.25))
+    assert dist.log_prob(torch.tensor(-1e9)).item() == pytest.approx(math.log(0.5))  # below the bins: bin -1
+
+
+def test_twohot_head_starts_at_zero_and_learns_by_cross_entropy():
+    head = build("head", {"name": "twohot", "layers": 1, "units": 8}, in_dim=4)
+    features = torch.randn(6, 4)
+    dist = head(features)
+    assert torch.allclose(
+        dist.mean, torch.zeros(6), atol=1e-6
+    )  # zero-initialised output layer: uniform over symmetric bins
+    assert torch.allclose(dist.log_prob(torch.randn(6) * 100), torch.full((6,), -math.log(255)))
+    opt = torch.optim.Adam(head.parameters(), lr=3e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        (-head(features).log_prob(torch.full((6,), 300.0)).mean()).backward()
+        opt.step()
+    assert torch.allclose(head(features).mean, torch.full((6,), 300.0), rtol=0.05)
+    with pytest.raises(ConfigError, match="behavior.critic.bins"):
+        build("head", {"name": "twohot", "bins": 1}, path="behavior.critic", in_dim=4)
+
+
+def test_unimix_mixes_one_percent_uniform_into_actor_and_latent():
+    # softmax([ln 3, 0, 0, 0]) = [1/2, 1/6, 1/6, 1/6]; 0.99 p + 0.01 / 4
+    expected = torch.tensor([0.4975, 0.1675, 0.1675, 0.1675])
+    actor = build("head", {"name": "onehot", "layers": 0, "unimix": 0.01}, in_dim=4, out_dim=4)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([math.log(3), 0, 0, 0]))
+    assert torch.allclose(actor(torch.randn(2, 4)).probs, expected.expand(2, 4))
+    latent = build("latent", {"name": "categorical", "variables": 1, "classes": 4, "unimix": 0.01})
+    probs = latent.dist(torch.tensor([[math.log(3), 0.0, 0.0, 0.0]])).base_dist.probs
+    assert torch.allclose(probs, expected[None, None])
+    with pytest.raises(ConfigError, match="behavior.actor.unimix"):
+        build("head", {"name": "onehot", "unimix": 1.0}, path="behavior.actor", in_dim=4, out_dim=4)
+
+
+class SquaredLatent:
+    """A stand-in latent whose KL is the squared distance of the parameters: easy to differentiate by hand."""
+
+    @staticmethod
+    def kl(post, prior):
+        return (post - prior).square().sum(-1)
+
+
+def test_free_bits_clips_each_term_below_one_nat_and_trains_each_side_with_its_weight():
+    scheme = build("kl", {"name": "free_bits"})
+    assert isinstance(scheme, FreeBits) and (scheme.cfg.dyn, scheme.cfg.rep, scheme.cfg.free) == (0.5, 0.1, 1.0)
+    # two [b, t] values: KL 2.25 (above 1 nat) and 0.25 (below: clipped to 1, no gradient)
+    post = torch.tensor([[2.0], [1.0]], requires_grad=True)
+    prior = torch.tensor([[0.5], [0.5]], requires_grad=True)
+    loss, metrics = scheme(SquaredLatent, post, prior)
+    assert loss.item() == pytest.approx((0.5 + 0.1) * (2.25 + 1.0) / 2)
+    assert metrics["kl"].item() == pytest.approx((2.25 + 0.25) / 2)
+    loss.backward()
+    # the prior's gradient comes only from dyn: 0.5 * 1/2 * 2 (prior - post);
+    # the posterior's only from rep: 0.1 * 1/2 * 2 (post - prior)
+    assert torch.allclose(prior.grad, torch.tensor([[0.5 * (0.5 - 2.0)], [0.0]]))
+    assert torch.allclose(post.grad, torch.tensor([[0.1 * (2.0 - 0.5)], [0.0]]))
+
+
+def test_free_bits_dyn_term_alone_trains_only_the_prior_and_rep_alone_only_the_posterior():
+    for dyn, rep, trained, frozen in ((1.0, 0.0, "prior", "post"), (0.0, 1.0, "post", "prior")):
+        params = {"post": torch.tensor([[3.0]], requires_grad=True), "prior": torch.tensor([[0.0]], requires_grad=True)}
+        loss, _ = FreeBits(FreeBitsConfig(dyn=dyn, rep=rep))(SquaredLatent, params["post"], params["prior"])
+        loss.backward()
+        assert loss.item() == pytest.approx(9.0)
+        assert params[trained].grad.abs().item() == pytest.approx(6.0) and params[frozen].grad.item() == 0.0
+
+
+def test_percentile_return_norm_ema_and_its_floor_by_hand():
+    norm = build("return_norm", {"name": "percentile"})
+    returns = torch.arange(101.0)  # P5 = 5, P95 = 95
+    # first update: low = 0.01 * 5, high = 0.01 * 95, range 0.9 < 1: the scale stays 1
+    assert norm(returns).item() == pytest.approx(1.0)
+    assert (norm.low.item(), norm.high.item()) == pytest.approx((0.05, 0.95))
+    # second: low = 0.99 * 0.05 + 0.05 = 0.0995, high = 0.99 * 0.95 + 0.95 = 1.8905
+    assert norm(returns).item() == pytest.approx(1.8905 - 0.0995)
+    resumed = build("return_norm", {"name": "percentile"})
+    resumed.load_state_dict(norm.state_dict())  # buffers: the statistics survive a checkpoint
+    assert set(norm.state_dict()) == {"low", "high"}
+    assert resumed(returns).item() == pytest.approx(norm(returns).item())
+    assert build("return_norm", {"name": "none"})(returns) == 1.0
+    with pytest.raises(ConfigError, match="behavior.return_norm.decay"):
+        build("return_norm", {"name": "percentile", "decay": 1.0}, path="behavior.return_norm")
+
+
+def test_vector_encoder_symlog_inputs_and_decoder_losses_by_hand():
+    encoder = build("encoder", {"name": "mlp", "layers": 0, "symlog": True}, obs_space={"vector": (2,)})
+    x = torch.tensor([[math.e - 1, -(math.e**2 - 1)]])
+    assert torch.allclose(encoder({"vector": x}), torch.tensor([[1.0, -2.0]]))  # no layers: the net's input
+    # symlog_mse: the net predicts symlog(x); squared error in symlog space, the mean is symexp
+    dist = SymlogMSE(torch.tensor([[0.0, 1.0]]), 1)
+    assert dist.log_prob(torch.tensor([[math.e - 1, 0.0]])).item() == pytest.approx(-2.0)
+    assert torch.allclose(dist.mean, torch.tensor([[0.0, math.e - 1]]))
+    # images: plain squared error, summed over the pixels (no 1/2, no constant)
+    assert MSE(torch.full((1, 2, 2), 0.5), 3).log_prob(torch.zeros(1, 2, 2)).item() == pytest.approx(-1.0)
+    decoder = build("decoder", {"name": "multi", "mlp": {"dist": "symlog_mse"}, "conv": {"dist": "mse"}},
+                    feat_dim=4, obs_space={"vector": (2,), "image": (3, 64, 64)})  # fmt: skip
+    dists = decoder(torch.zeros(5, 4))
+    assert isinstance(dists["vector"], SymlogMSE) and type(dists["image"]) is MSE
+    with pytest.raises(ConfigError, match=r"decoder\.mlp\.dist: unknown 'gauss'; valid: normal, mse, symlog_mse"):
+        build("decoder", {"name": "multi", "mlp": {"dist": "gauss"}}, feat_dim=4, obs_space={"vector": (2,)})
+
+
+def test_learned_initial_state_replaces_the_state_at_episode_starts_and_learns():
+    latent = build("latent", {"name": "categorical", "variables": 2, "classes": 3})
+    assert "initial_deter" not in RSSM(RSSMConfig(deter=6, hidden=5), latent, 2, 4).state_dict()  # V2: zeros
+    rssm = RSSM(RSSMConfig(deter=6, hidden=5, learned_initial=True), latent, 2, 4)
+    with torch.no_grad():
+        rssm.initial_deter.fill_(0.5)
+    initial = rssm.initial(3)
+    assert torch.allclose(initial["deter"], torch.full((3, 6), math.tanh(0.5)))
+    assert torch.equal(initial["stoch"], latent.mode(initial["params"]))  # the prior's mode at that deter
+    state = {k: torch.randn_like(v) for k, v in initial.items()}
+    embed, action = torch.randn(3, 4), torch.randn(3, 2)
+    torch.manual_seed(0)
+    post, prior = rssm.obs_step(state, action, embed, torch.tensor([True, True, False]))
+    torch.manual_seed(0)
+    ref, ref_prior = rssm.obs_step(initial, torch.zeros(3, 2), embed, torch.zeros(3, dtype=torch.bool))
+    torch.testing.assert_close(post["deter"][:2], ref["deter"][:2])  # reset rows start from the learned state
+    torch.testing.assert_close(prior[:2], ref_prior[:2])
+    assert not torch.allclose(post["deter"][2], ref["deter"][2])  # the continuing row keeps its own state
+    prior.sum().backward()
+    assert rssm.initial_deter.grad is not None and rssm.initial_deter.grad.abs().sum() > 0
