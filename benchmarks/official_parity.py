@@ -2,7 +2,6 @@
 
     python benchmarks/official_parity.py                        # Atari and DMC configs, tiny size
     python benchmarks/official_parity.py --recipes dreamerv2_dmc --size small
-    python benchmarks/official_parity.py --pypi-reinforce        # 2.2.0's REINFORCE line as shipped (see below)
 
 For each recipe (``dreamerv2_atari``: REINFORCE, discount head; ``dreamerv2_dmc``: dynamics
 backpropagation, no discount head) both implementations are built at ``--size`` from the same
@@ -58,11 +57,9 @@ What the harness instruments (the official code runs unchanged inside):
 - the three optimizers are replaced by recorders of the per-variable gradients of the loss
   they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
   including the slow critic's (its own initialisation on the first update), are read there.
-- 2.2.0 predates the commit "Stop action gradient in reinforce estimator" (6504715, in HEAD
-  07d906e): its REINFORCE ``log_prob`` also differentiates through the straight-through action
-  sample. By default the worker stops the gradient of ``seq['action']`` before the official
-  ``actor_loss`` when the estimator is REINFORCE, which is exactly that commit; with
-  ``--pypi-reinforce`` it runs 2.2.0's line as shipped.
+- nothing else: 2.2.0 predates HEAD's "Stop action gradient in reinforce estimator" (6504715),
+  but TFP's ``OneHotCategorical.log_prob`` stops the gradient of its argument itself, so the
+  two lines compute the same gradients (checked with this harness: identical actor gradient).
 """
 
 from __future__ import annotations
@@ -295,7 +292,7 @@ def worker(workdir: Path) -> None:
     ac.critic_opt = Recorder("critic", {"critic": ac.critic})
 
     captured = {}
-    wm_loss, wm_imagine, ac_target, ac_actor_loss = wm.loss, wm.imagine, ac.target, ac.actor_loss
+    wm_loss, wm_imagine, ac_target = wm.loss, wm.imagine, ac.target
 
     def loss(data, state=None):
         out = wm_loss(data, state)
@@ -310,12 +307,7 @@ def worker(workdir: Path) -> None:
         captured["target"] = out = ac_target(seq)
         return out
 
-    def actor_loss(seq, tgt):
-        if spec["stop_reinforce_action_grad"] and ac.config.actor_grad == "reinforce":
-            seq = {**seq, "action": tf.stop_gradient(seq["action"])}  # HEAD's 6504715
-        return ac_actor_loss(seq, tgt)
-
-    wm.loss, wm.imagine, ac.target, ac.actor_loss = loss, imagine, target, actor_loss
+    wm.loss, wm.imagine, ac.target = loss, imagine, target
 
     data = {k: tf.convert_to_tensor(inputs[k]) for k in ("image", "action", "reward", "is_first", "is_terminal")}
     draws.set("post", inputs["draw_post"])
@@ -400,7 +392,7 @@ def official_config(run, components) -> dict:
         "slow_target_update": behavior.slow_critic_every,
         "slow_target_fraction": behavior.slow_critic_fraction,
     }
-    if "discount" in model.loss_scales:
+    if model.discount_head is not None:
         out["loss_scales.discount"] = model.loss_scales["discount"]
     for head in ("reward_head", "discount_head", "actor", "critic"):
         out.update({f"{head}.{k}": v for k, v in mlp.items()})
@@ -477,19 +469,13 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
 
 
 class WeightMap:
-    """Copies official variables (by path) into our parameters, transposing and permuting as needed.
+    """Copies official variables (by path) into our parameters, transposing and permuting as needed."""
 
-    Official features are concat(stoch, deter), ours concat(deter, stoch); the official conv
-    encoder flattens height, width, channels, ours channels, height, width: ``feat_perm`` and
-    ``embed_perm`` give, for each of our input rows, the official row.
-    """
-
-    def __init__(self, official: dict, feat_perm: np.ndarray, embed_perm: np.ndarray):
+    def __init__(self, official: dict):
         self.official = official
         self.used: set[str] = set()
         self.set_params: set[int] = set()
         self.notes: list[str] = []
-        self.feat_perm, self.embed_perm = feat_perm, embed_perm
 
     def _get(self, path):
         self.used.add(path)
@@ -537,9 +523,7 @@ class WeightMap:
         linear = next(m for m in block if isinstance(m, nn.Linear))
         self.linear(path, linear, in_perm)
         norms = [m for m in block if isinstance(m, nn.LayerNorm)]
-        if f"{norm_path}/gamma" in self.official:
-            if not norms:
-                raise RuntimeError(f"{norm_path}: official layer norm, none in ours")
+        if f"{norm_path}/gamma" in self.official and norms:  # without ours, the report lists them unused
             self.norm(norm_path, norms[0])
 
     def mlp(self, prefix: str, net, in_perm, extra_out: bool = False) -> None:
@@ -564,27 +548,31 @@ class WeightMap:
         return lines
 
 
-def load_official_weights(wm, behavior, weights: dict, discrete: bool, image_chw: tuple) -> WeightMap:
+def permutations(stoch: int, deter: int, embed_chw: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """For each of our feature and embedding entries, the official one.
+
+    Official features are concat(stoch, deter), ours concat(deter, stoch); the official conv
+    encoder flattens its output as (height, width, channels), ours as (channels, height, width).
+    """
+    feat = np.concatenate([np.arange(stoch, stoch + deter), np.arange(stoch)])
+    c, h, w = embed_chw
+    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    return feat, ((yy * w + xx) * c + cc).reshape(-1)
+
+
+def load_official_weights(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
     """Copy the official initial weights into our world model and behavior; return the map for its report."""
     from torch import nn
 
     rssm, deter = wm.rssm, wm.rssm.deter
-    stoch = wm.latent.size
-    feat_perm = np.concatenate([np.arange(stoch, stoch + deter), np.arange(stoch)])
+    feat_perm, embed_perm = perms
     conv = wm.encoder.parts["conv"]
-    import torch
-
-    with torch.no_grad():
-        c, h, w = conv.net[:-1](torch.zeros(1, *image_chw)).shape[1:]
-    # our embed row (c, y, x) reads official row (y, x, c)
-    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
-    embed_perm = ((yy * w + xx) * c + cc).reshape(-1)
-    m = WeightMap(weights, feat_perm, embed_perm)
+    m = WeightMap(weights)
     for i, layer in enumerate(x for x in conv.net if isinstance(x, nn.Conv2d)):
         m.conv(f"encoder/conv{i}", layer)
     m.dense_block("rssm/img_in", "rssm/img_in_norm", rssm.img_in)
     m.linear("rssm/gru", rssm.cell.linear)
-    if "rssm/gru_norm/gamma" in weights:
+    if "rssm/gru_norm/gamma" in weights and isinstance(rssm.cell.norm, nn.LayerNorm):
         m.norm("rssm/gru_norm", rssm.cell.norm)
     m.dense_block("rssm/img_out_0", "rssm/img_out_norm_0", rssm.img_out[0])
     m.linear("rssm/img_dist_0", rssm.img_out[1])
@@ -635,7 +623,10 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
     action_dim, discrete = spec["action_dim"], spec["discrete"]
     wm = WorldModel(run.model, components, {"image": image_chw}, action_dim, run.behavior.discount)
     behavior = Behavior(run.behavior, components["actor_grad"], wm.rssm.feat_dim, action_dim, discrete)
-    weight_map = load_official_weights(wm, behavior, weights, discrete, image_chw)
+    with torch.no_grad():
+        embed_chw = tuple(wm.encoder.parts["conv"].net[:-1](torch.zeros(1, *image_chw)).shape[1:])
+    perms = permutations(wm.latent.size, wm.rssm.deter, embed_chw)
+    weight_map = load_official_weights(wm, behavior, weights, discrete, perms)
     report = weight_map.report({"world_model": wm, "behavior": behavior})
 
     draws = Draws(spec["seed"])
@@ -743,7 +734,7 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             ours[{"decoder": "image"}.get(key, key) + "_loss"] = metrics[f"model/{key}_loss"]
     ours = {k: v.detach().double().numpy() for k, v in ours.items()}
     grads = {k: v.detach().double().numpy() for k, v in grads.items()}
-    return ours, grads, report
+    return ours, grads, report, perms
 
 
 def rel_diff(official: np.ndarray, ours: np.ndarray) -> float:
@@ -824,7 +815,6 @@ def compare_recipe(recipe: str, python: Path, args) -> tuple[list, list[str]]:
         "batch": args.batch,
         "length": args.length,
         "seed": args.seed,
-        "stop_reinforce_action_grad": not args.pypi_reinforce,
     }
     inputs = make_inputs(run, components, image_shape, action_dim, discrete, args.batch, args.length, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -833,15 +823,7 @@ def compare_recipe(recipe: str, python: Path, args) -> tuple[list, list[str]]:
         np.savez(workdir / "inputs.npz", **inputs)
         official = official_run(python, workdir)
     weights = {k[len("weight/") :]: v for k, v in official.items() if k.startswith("weight/")}
-    ours, grads, report = run_ours(run, components, inputs, weights, spec)
-    stoch = components["latent"]["variables"] * components["latent"]["classes"]
-    deter = run.size.deter
-    feat_perm = np.concatenate([np.arange(stoch, stoch + deter), np.arange(stoch)])
-    n = official["embed"].shape[-1]
-    c, hw = 8 * run.size.cnn_depth, n // (8 * run.size.cnn_depth)
-    h = w = int(round(hw**0.5))
-    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
-    embed_perm = ((yy * w + xx) * c + cc).reshape(-1)
+    ours, grads, report, (feat_perm, embed_perm) = run_ours(run, components, inputs, weights, spec)
     rows = rows_for(recipe, official, ours, grads, spec, feat_perm, embed_perm)
     for key, o, u in config_rows(package, OFFICIAL_SECTION[recipe], spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
@@ -866,7 +848,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tol", type=float, default=1e-4, help="largest relative difference that passes")
     parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "official-venv")
-    parser.add_argument("--pypi-reinforce", action="store_true", help="2.2.0's REINFORCE line as shipped (docstring)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for our side")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
