@@ -53,13 +53,18 @@ What the harness instruments (the official code runs unchanged inside):
   posterior, prior and actor ask for them (the official ``OneHotDist`` and ``TruncNormalDist``
   add their straight-through gradient and clipping on top, as always). The inverse-CDF sample's
   gradient equals TFP's implicit reparameterisation gradient at the same sample. The prior
-  samples the official ``obs_step`` draws and discards get fresh noise (ours draws none).
+  samples the official ``obs_step`` draws and discards get fresh noise (ours draws none). On
+  our side ``torch.rand_like``, ``torch.rand`` and ``OneHotCategorical.sample`` are patched
+  alike. A fixed draw left unused on either side is an error.
 - the three optimizers are replaced by recorders of the per-variable gradients of the loss
   they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
   including the slow critic's (its own initialisation on the first update), are read there.
-- nothing else: 2.2.0 predates HEAD's "Stop action gradient in reinforce estimator" (6504715),
-  but TFP's ``OneHotCategorical.log_prob`` stops the gradient of its argument itself, so the
-  two lines compute the same gradients (checked with this harness: identical actor gradient).
+- ``WorldModel.loss``, ``WorldModel.imagine`` and ``ActorCritic.target`` are wrapped to keep
+  what they return (ours: ``RSSM.observe``, ``Behavior.imagine`` and ``lambda_return``).
+
+2.2.0 is danijar/dreamerv2 at 3a711b4. It predates HEAD's "Stop action gradient in reinforce
+estimator" (6504715), but TFP's ``OneHotCategorical.log_prob`` stops the gradient of its
+argument itself, so both lines compute the same gradients (checked with this harness).
 """
 
 from __future__ import annotations
