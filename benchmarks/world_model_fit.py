@@ -30,6 +30,7 @@ from reconstructions import errors  # noqa: E402
 
 import registry  # noqa: E402
 from components.envs import env_info  # noqa: E402
+from components.nets import initialize  # noqa: E402
 from recipes.checkpoint import load_checkpoint  # noqa: E402
 from recipes.dreamer import adamw  # noqa: E402
 from recipes.train import saved_config, validate  # noqa: E402
@@ -74,6 +75,7 @@ def main() -> None:
     state = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["dreamer"]["ranks"][0]
     replay.load_state_dict(state["experience"]["replay"])
     model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
+    initialize(model, run.model.init)
     optimizer = adamw(model.parameters(), run.model.opt)
     held = replay.sample(run.train.batch)
     print(

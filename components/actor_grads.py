@@ -7,6 +7,11 @@ bonus, weights by the cumulative discount and negates)::
     objective = rho * log pi(a|z) * sg(V_lambda - v(z)) + (1 - rho) * V_lambda
 
 rho = 1 is REINFORCE (Atari), rho = 0 dynamics backpropagation (continuous control).
+``step`` counts agent steps (the official schedules' environment-step counter).
+
+``reinforce`` takes the log-probability of detached actions (official code since 6504715);
+``mix`` (the official ``both``) does not detach them, so its REINFORCE term also passes a
+gradient through the straight-through or reparameterised action into the actor.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from registry import ConfigError, register
 
 
 def _reinforce(policy, actions, returns, baseline):
-    return policy.log_prob(actions.detach()) * (returns - baseline).detach()
+    return policy.log_prob(actions) * (returns - baseline).detach()
 
 
 @register("actor_grad", "reinforce")
@@ -28,7 +33,7 @@ class Reinforce:
     """Score-function gradient with the critic as baseline; no gradient through the model."""
 
     def __call__(self, policy, actions, returns, baseline, step: int = 0) -> torch.Tensor:
-        return _reinforce(policy, actions, returns, baseline)
+        return _reinforce(policy, actions.detach(), returns, baseline)
 
 
 @register("actor_grad", "dynamics")
@@ -40,7 +45,7 @@ class Dynamics:
 
 
 class Schedule:
-    """A number, or ``linear(start, end, steps)`` interpolated over update steps (official form)."""
+    """A number, or ``linear(start, end, steps)`` interpolated over agent steps (official form)."""
 
     _LINEAR = re.compile(r"^\s*linear\(\s*([^,]+),\s*([^,]+),\s*([^,)]+)\)\s*$")
 
@@ -67,14 +72,15 @@ class Schedule:
 
 @dataclass
 class MixConfig:
-    """``rho``: weight of REINFORCE, a number or ``linear(start,end,steps)`` over updates."""
+    """Weights of the two estimators."""
 
     rho: str = "linear(0.9,1.0,2.5e6)"
+    """Weight of REINFORCE: a number or ``linear(start,end,steps)`` over agent steps."""
 
 
 @register("actor_grad", "mix", MixConfig)
 class Mix:
-    """rho * REINFORCE + (1 - rho) * dynamics backpropagation, rho on a schedule."""
+    """rho * REINFORCE (actions not detached) + (1 - rho) * dynamics backpropagation, rho on a schedule."""
 
     def __init__(self, cfg: MixConfig):
         self.rho = Schedule(cfg.rho)

@@ -113,7 +113,7 @@ class MLPDecoder(_Decoder):
         if not self.keys:
             raise ConfigError(f"decoder: mlp needs a vector observation; got {obs_space}")
         self.sizes = [obs_space[k][0] for k in self.keys]
-        self.net = MLP(feat_dim, sum(self.sizes), cfg.layers, cfg.units, cfg.act, cfg.norm)
+        self.net = MLP(feat_dim, self.sizes, cfg.layers, cfg.units, cfg.act, cfg.norm)  # one output layer per key
 
     def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
         out = self.net(features).float().split(self.sizes, -1)

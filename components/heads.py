@@ -30,12 +30,16 @@ class TruncNormalConfig(MLPConfig):
     """Actor head for continuous actions; std = 2 * sigmoid(raw / 2) + min_std (official)."""
 
     min_std: float = 0.1
+    """Lower bound of the standard deviation before truncation."""
 
 
 class Head(nn.Module):
-    """MLP whose output parameterises a distribution (``make_dist``)."""
+    """MLP whose output parameterises a distribution (``make_dist``).
 
-    def __init__(self, cfg: MLPConfig, in_dim: int, params_dim: int, make_dist):
+    ``params_dim`` may be a list: separate output layers (as the official mean and std layers).
+    """
+
+    def __init__(self, cfg: MLPConfig, in_dim: int, params_dim: int | list[int], make_dist):
         super().__init__()
         self.net = MLP(in_dim, params_dim, cfg.layers, cfg.units, cfg.act, cfg.norm)
         self.make_dist = make_dist
@@ -73,7 +77,7 @@ def trunc_normal(cfg: TruncNormalConfig, in_dim: int, out_dim: int) -> Head:
         std = 2 * torch.sigmoid(raw_std / 2) + cfg.min_std
         return D.Independent(TruncatedNormal(torch.tanh(mean), std), 1)
 
-    return Head(cfg, in_dim, 2 * out_dim, make)
+    return Head(cfg, in_dim, [out_dim, out_dim], make)
 
 
 class SoftBernoulli(D.Bernoulli):
@@ -87,15 +91,27 @@ class SoftBernoulli(D.Bernoulli):
 
 
 class OneHot(D.OneHotCategoricalStraightThrough):
-    """One-hot categorical whose ``mode`` is the one-hot argmax and ``rsample`` is straight-through."""
+    """One-hot categorical whose ``mode`` is the one-hot argmax and ``rsample`` is straight-through.
+
+    ``log_prob(x) = sum(x * log_softmax(logits))``: the value torch gives for a one-hot ``x``, and
+    differentiable in ``x`` (as TensorFlow Probability's), so a straight-through action that is not
+    detached passes its gradient on (the official ``both`` actor gradient relies on it).
+    """
 
     @property
     def mode(self) -> torch.Tensor:
         return F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.logits.dtype)
 
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return (value * self.logits.log_softmax(-1)).sum(-1)
+
 
 class TruncatedNormal(D.Distribution):
-    """Normal(loc, scale) truncated to [low, high]; rsample by the inverse CDF (differentiable)."""
+    """Normal(loc, scale) truncated to [low, high]; rsample by the inverse CDF (differentiable).
+
+    Samples are clipped ``clip`` inside the bounds with a straight-through gradient (the official
+    ``TruncNormalDist``): the value moves, the gradient is that of the unclipped sample.
+    """
 
     arg_constraints: dict = {}
     has_rsample = True
@@ -112,8 +128,8 @@ class TruncatedNormal(D.Distribution):
         shape = self._extended_shape(sample_shape)
         u = torch.rand(shape, dtype=self.loc.dtype, device=self.loc.device).clamp(1e-6, 1 - 1e-6)
         x = torch.special.ndtri(self._cdf_a + u * self._z) * self.scale + self.loc
-        eps = 1e-6
-        return x.clamp(self.low + eps, self.high - eps)
+        clip = 1e-6
+        return x + (x.clamp(self.low + clip, self.high - clip) - x).detach()
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         x = (value - self.loc) / self.scale

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import distributions as D
 
-from registry import ConfigError, register
+from registry import ConfigError, register, unknown
 
 
 @dataclass
@@ -73,27 +73,46 @@ class Categorical:
         return D.kl_divergence(self.dist(post), self.dist(prior))
 
 
+STD_ACTS = {
+    "softplus": F.softplus,
+    "sigmoid": torch.sigmoid,
+    "sigmoid2": lambda raw: 2 * torch.sigmoid(raw / 2),
+}
+
+
 @dataclass
 class GaussianConfig:
-    """Diagonal Gaussian of ``size`` dims; std = softplus(raw) + min_std (DreamerV1)."""
+    """Diagonal Gaussian of ``size`` dims; std = std_act(raw) + min_std."""
 
     size: int = 32
+    """Dimensions of the latent."""
     min_std: float = 0.1
+    """Added to the standard deviation."""
+    std_act: str = "sigmoid2"
+    """Map from the raw output to the std: sigmoid2 = 2 * sigmoid(raw / 2) (official DreamerV2),
+    softplus (DreamerV1), sigmoid."""
+
+    def check(self) -> None:
+        if self.size < 1:
+            raise ConfigError(f"size: must be >= 1, got {self.size}")
+        if self.min_std < 0:
+            raise ConfigError(f"min_std: must be >= 0, got {self.min_std}")
+        if self.std_act not in STD_ACTS:
+            raise unknown("std_act", self.std_act, STD_ACTS)
 
 
 @register("latent", "gaussian", GaussianConfig)
 class Gaussian:
-    """Diagonal Gaussian latent with reparameterised samples (DreamerV1 style)."""
+    """Diagonal Gaussian latent with reparameterised samples (DreamerV1; the DreamerV2 ablation)."""
 
     def __init__(self, cfg: GaussianConfig):
-        if cfg.size < 1 or cfg.min_std < 0:
-            raise ConfigError(f"latent: need size >= 1 and min_std >= 0, got size={cfg.size}, min_std={cfg.min_std}")
         self.size, self.min_std = cfg.size, cfg.min_std
+        self.std_act = STD_ACTS[cfg.std_act]
         self.params_dim = 2 * cfg.size
 
     def dist(self, params: torch.Tensor) -> D.Independent:
         mean, raw_std = params.float().chunk(2, -1)
-        return D.Independent(D.Normal(mean, F.softplus(raw_std) + self.min_std), 1)
+        return D.Independent(D.Normal(mean, self.std_act(raw_std) + self.min_std), 1)
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         return self.dist(params).rsample().to(params.dtype)

@@ -1,14 +1,19 @@
-"""Shared network pieces: activations and the MLP used by heads, encoders and the RSSM."""
+"""Shared network pieces: activations, the MLP used by heads, encoders and the RSSM, and initialisation."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
-from registry import ConfigError
+from registry import ConfigError, unknown
 
 _ACTS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+NORM_EPS = 1e-3
+"""Epsilon of every LayerNorm: Keras's default, which the official DreamerV2 uses."""
+INITS = ("keras", "torch")
 
 
 def activation(name: str) -> nn.Module:
@@ -20,38 +25,87 @@ def activation(name: str) -> nn.Module:
 
 
 def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
-    """Linear -> optional LayerNorm -> activation (the layer norm is a paper ablation)."""
+    """Linear (with bias) -> activation, or Linear (no bias) -> LayerNorm -> activation if ``norm``."""
     layers: list[nn.Module] = [nn.Linear(in_dim, out_dim, bias=not norm)]
     if norm:
-        layers.append(nn.LayerNorm(out_dim))
+        layers.append(nn.LayerNorm(out_dim, eps=NORM_EPS))
     layers.append(activation(act))
     return nn.Sequential(*layers)
 
 
+class ConcatLinear(nn.Linear):
+    """One Linear standing for several output layers side by side (the official code builds them
+    separately, e.g. the mean and std of the actor); each part is initialised as its own layer."""
+
+    def __init__(self, in_dim: int, out_dims: Sequence[int]):
+        super().__init__(in_dim, sum(out_dims))
+        self.out_dims = list(out_dims)
+
+
 @dataclass
 class MLPConfig:
-    """Dense layers: ``layers`` x ``units`` with activation ``act``, LayerNorm if ``norm``.
-
-    Shared by the MLP encoder, the MLP decoder and every head.
-    """
+    """Dense layers shared by the MLP encoder, the MLP decoder and every head."""
 
     layers: int = 4
+    """Hidden dense layers."""
     units: int = 400
+    """Units of each hidden layer."""
     act: str = "elu"
-    norm: bool = True
+    """Activation after each hidden layer (elu, relu, silu, tanh, gelu)."""
+    norm: bool = False
+    """LayerNorm (and no bias) in each hidden layer; off in the official DreamerV2, on in DreamerV3."""
 
 
 class MLP(nn.Sequential):
-    """``layers`` hidden dense layers of ``units``, then a linear output of ``out_dim`` (if given)."""
+    """``layers`` hidden dense layers of ``units``, then a linear output of ``out_dim`` (if given).
 
-    def __init__(self, in_dim: int, out_dim: int | None, layers: int, units: int, act: str = "elu", norm: bool = True):
+    ``out_dim`` may be a list of sizes: one output layer per entry, concatenated (``ConcatLinear``).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int | Sequence[int] | None,
+        layers: int,
+        units: int,
+        act: str = "elu",
+        norm: bool = False,
+    ):
         blocks: list[nn.Module] = []
         dim = in_dim
         for _ in range(layers):
             blocks.append(dense(dim, units, act, norm))
             dim = units
-        if out_dim is not None:
+        if isinstance(out_dim, int):
             blocks.append(nn.Linear(dim, out_dim))
             dim = out_dim
+        elif out_dim is not None:
+            blocks.append(ConcatLinear(dim, out_dim))
+            dim = sum(out_dim)
         super().__init__(*blocks)
         self.out_dim = dim
+
+
+@torch.no_grad()
+def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None:
+    """Initialise every Linear and (transposed) convolution of ``module``.
+
+    ``keras`` (the official DreamerV2's): Glorot-uniform weights, bound sqrt(6 / (fan_in + fan_out))
+    with the kernel's receptive field in both fans, and zero biases. ``torch``: leave torch's
+    defaults (Kaiming-uniform with a = sqrt(5), biases uniform in +-1/sqrt(fan_in)).
+    LayerNorms start at scale 1 and shift 0 under both.
+    """
+    if scheme not in INITS:
+        raise unknown(path, scheme, INITS)
+    if scheme == "torch":
+        return
+    for layer in module.modules():
+        if not isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
+            continue
+        if isinstance(layer, ConcatLinear):
+            for part in layer.weight.split(layer.out_dims, 0):
+                nn.init.xavier_uniform_(part)
+        else:
+            nn.init.xavier_uniform_(layer.weight)
+        if layer.bias is not None:
+            nn.init.zeros_(layer.bias)

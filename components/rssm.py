@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.nets import dense
+from components.nets import NORM_EPS, dense
 
 State = dict[str, torch.Tensor]
 log = logging.getLogger(__name__)
@@ -47,21 +47,29 @@ def compiled(fn: Callable) -> Callable:
 
 @dataclass
 class RSSMConfig:
-    """Sizes of the deterministic state and hidden layers (paper Atari: 600 / 600)."""
+    """Sizes and layer options of the recurrent model (paper Atari: deter 600, hidden 600)."""
 
     deter: int = 600
+    """Size of the deterministic state h (the GRU)."""
     hidden: int = 600
+    """Units of the dense layers before the GRU and before the prior and posterior parameters."""
     act: str = "elu"
-    norm: bool = True
+    """Activation of those dense layers."""
+    norm: bool = False
+    """LayerNorm (and no bias) in those dense layers; the official DreamerV2 has none there."""
+    gru_norm: bool = True
+    """LayerNorm inside the GRU cell, the only one of the official nets; false is the paper's
+    "no layer norm" ablation."""
 
 
 class GRUCell(nn.Module):
-    """GRU cell with optional LayerNorm and the update gate biased towards keeping the state (-1)."""
+    """GRU cell: one dense layer (with bias) over [x, h] to the reset, candidate and update parts,
+    optional LayerNorm (Keras epsilon) over all three, update gate biased towards keeping h (-1)."""
 
     def __init__(self, in_dim: int, size: int, norm: bool = True, update_bias: float = -1.0):
         super().__init__()
-        self.linear = nn.Linear(in_dim + size, 3 * size, bias=not norm)
-        self.norm = nn.LayerNorm(3 * size) if norm else nn.Identity()
+        self.linear = nn.Linear(in_dim + size, 3 * size)
+        self.norm = nn.LayerNorm(3 * size, eps=NORM_EPS) if norm else nn.Identity()
         self.update_bias = update_bias
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -79,7 +87,7 @@ class RSSM(nn.Module):
         super().__init__()
         self.latent, self.deter = latent, cfg.deter
         self.img_in = dense(latent.size + action_dim, cfg.hidden, cfg.act, cfg.norm)
-        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.norm)
+        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.gru_norm)
         self.img_out = nn.Sequential(
             dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )

@@ -17,7 +17,6 @@ Time layout of one imagined trajectory (time-major, H = horizon, N = start state
 
 from __future__ import annotations
 
-import copy
 from contextlib import contextmanager
 
 import torch
@@ -52,7 +51,8 @@ class Behavior(nn.Module):
             actor_cfg["name"] = "onehot" if discrete else "trunc_normal"
         self.actor = build("head", actor_cfg, path="behavior.actor", in_dim=feat_dim, out_dim=action_dim)
         self.critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim)
-        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        # Its own initial weights, as the official target critic: the first update copies the critic.
+        self.slow_critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim).requires_grad_(False)
         self.actor_grad = build("actor_grad", actor_grad_cfg)
         self.action_dim = action_dim
 
@@ -103,9 +103,11 @@ class Behavior(nn.Module):
 
     @torch.no_grad()
     def update_slow_critic(self, updates: int) -> None:
-        """Every ``slow_critic_every`` updates move the slow critic to the critic (fraction 1 = copy)."""
-        if updates % self.cfg.slow_critic_every:
+        """After actor-critic update ``updates`` (counted from 1): move the slow critic to the critic
+        after update 1, 1 + every, 1 + 2 * every, ... by ``slow_critic_fraction``, the first time by 1
+        (the official counter starts at 0 and copies before it counts)."""
+        if (updates - 1) % self.cfg.slow_critic_every:
             return
-        mix = self.cfg.slow_critic_fraction
+        mix = 1.0 if updates == 1 else self.cfg.slow_critic_fraction
         for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
             slow.mul_(1 - mix).add_(fast, alpha=mix)

@@ -20,6 +20,8 @@ class OptimConfig:
     eps: float = 1e-5
     clip: float = 100.0
     wd: float = 1e-6
+    """Weight decay as in the official code: every parameter is multiplied by (1 - wd) before each
+    Adam step, not scaled by the learning rate (AdamW's decay of earlier versions = wd * lr here)."""
 
 
 @dataclass
@@ -33,6 +35,9 @@ class ModelConfig:
     loss_scales: dict[str, float] = field(default_factory=lambda: {"decoder": 1.0, "reward": 1.0, "discount": 5.0})
     reward_transform: str = "tanh"
     opt: OptimConfig = field(default_factory=OptimConfig)
+    init: str = "keras"
+    """Initialisation of every network of the agent (world model, actor, critic): keras = Glorot-uniform
+    weights and zero biases (the official code's), torch = torch's layer defaults."""
 
 
 @dataclass
@@ -48,7 +53,9 @@ class BehaviorConfig:
     lambda_: float = 0.95
     ent_scale: float = 1e-3
     slow_critic_every: int = 100
+    """The slow critic moves to the critic after actor-critic update 1, 1 + every, 1 + 2 * every, ..."""
     slow_critic_fraction: float = 1.0
+    """How far it moves there (1 = copy); the first move is always a copy (official)."""
 
 
 @dataclass

@@ -4,7 +4,7 @@ One training step is one update on a replayed ``[B, T]`` batch:
 
 1. world model: reconstruction, reward, discount and KL losses -> model optimizer
 2. behavior: imagine ``horizon`` steps from every posterior state -> actor and critic optimizers
-3. every ``slow_critic_every`` updates, refresh the slow critic
+3. after actor-critic update 1, 1 + ``slow_critic_every``, ..., refresh the slow critic
 
 The first ``world_model_pretrain`` updates (``train.world_model_pretrain``; 0 in
 the paper's recipes) stop after step 1: they teach the world model the prefill
@@ -25,6 +25,7 @@ import torch
 from tensordict import TensorDict
 from torch.profiler import record_function
 
+from components.nets import initialize
 from recipes.behavior import Behavior
 from recipes.checkpoint import NonFiniteLoss
 from recipes.config import BehaviorConfig, ModelConfig, OptimConfig
@@ -36,8 +37,13 @@ NONFINITE = ("stop", "skip")
 
 
 def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
-    """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update."""
-    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd)
+    """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update.
+
+    The official decay multiplies every variable by ``1 - wd`` before the Adam step. AdamW does
+    ``p *= 1 - lr * weight_decay`` before its Adam step, so ``weight_decay = wd / lr`` is exactly that
+    (the learning rate is constant here).
+    """
+    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd / c.lr)
 
 
 @register("recipe", "dreamer")
@@ -64,6 +70,7 @@ class Dreamer(L.LightningModule):
         self.behavior = Behavior(
             behavior, components["actor_grad"], self.world_model.rssm.feat_dim, env_info.action_dim, env_info.discrete
         )
+        initialize(self, model.init)
         self.env_info = env_info
         self.experience = None  # attached by recipes.train before fitting
         self.skipped_updates = 0
@@ -124,14 +131,14 @@ class Dreamer(L.LightningModule):
 
         with record_function("imagine.forward"):
             actor_loss, critic_loss, behavior_metrics = self.behavior.loss(
-                self.world_model, post, batch["is_terminal"], self.updates_made
+                self.world_model, post, batch["is_terminal"], self.experience.global_steps
             )
         losses = {"behavior/actor_loss": actor_loss, "behavior/critic_loss": critic_loss}
         if not self._finite({**behavior_metrics, **losses}, "behavior/"):
             return
         self._step("actor", actor_opt, actor_loss, self.behavior_cfg.actor_opt.clip)
         self._step("critic", critic_opt, critic_loss, self.behavior_cfg.critic_opt.clip)
-        self.behavior.update_slow_critic(self.updates_made)
+        self.behavior.update_slow_critic(self.updates_made - self.world_model_pretrain)
         metrics.update(behavior_metrics)
         self._log(metrics)
 

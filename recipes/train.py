@@ -96,8 +96,8 @@ def validate(cfg: DictConfig) -> tuple[RunConfig, dict]:
         ("behavior.actor_opt", run.behavior.actor_opt),
         ("behavior.critic_opt", run.behavior.critic_opt),
     ):
-        if not (opt.lr > 0 and opt.eps > 0 and opt.clip > 0 and opt.wd >= 0):
-            raise ConfigError(f"{name}: lr, eps and clip must be > 0 and wd >= 0, got {opt}")
+        if not (opt.lr > 0 and opt.eps > 0 and opt.clip > 0 and 0 <= opt.wd < 1):
+            raise ConfigError(f"{name}: lr, eps and clip must be > 0 and wd in [0, 1), got {opt}")
     if run.train.prefill < run.train.length:
         raise ConfigError(
             f"train.prefill ({run.train.prefill}) must be at least train.length ({run.train.length}) to sample a batch"

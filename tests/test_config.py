@@ -64,7 +64,7 @@ def test_dmc_recipe_has_the_paper_hyperparameters(make_cfg):
 
 def test_v1_recipe_is_gaussian_plain_dynamics(make_cfg):
     run, c = validate(make_cfg("recipe=dreamerv1_dmc"))
-    assert c["latent"] == {"name": "gaussian", "size": 30, "min_std": 0.1}
+    assert c["latent"] == {"name": "gaussian", "size": 30, "min_std": 0.1, "std_act": "softplus"}
     assert c["kl"]["name"] == "plain" and c["kl"]["free"] == 3.0
     assert c["actor_grad"]["name"] == "dynamics" and run.model.discount_head is None
     assert run.model.opt.lr == 6e-4

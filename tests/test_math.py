@@ -137,14 +137,23 @@ def test_plain_kl_trains_both_sides_fully():
     torch.testing.assert_close(g_prior, r_prior)
 
 
-def test_gaussian_latent_kl_closed_form():
-    latent = Gaussian(GaussianConfig(size=2, min_std=0.1))
+@pytest.mark.parametrize(
+    "std_act, std",
+    [
+        ("sigmoid2", lambda raw: 2 / (1 + torch.exp(-raw / 2)) + 0.1),  # official DreamerV2
+        ("softplus", lambda raw: torch.log1p(torch.exp(raw)) + 0.1),  # DreamerV1
+    ],
+)
+def test_gaussian_latent_kl_closed_form(std_act, std):
+    latent = Gaussian(GaussianConfig(size=2, min_std=0.1, std_act=std_act))
     post = torch.tensor([[0.5, -1.0, 0.2, 0.3]])
     prior = torch.tensor([[0.0, 1.0, -0.4, 1.0]])
-    std = lambda raw: torch.nn.functional.softplus(raw) + 0.1  # noqa: E731
     m1, s1, m2, s2 = post[0, :2], std(post[0, 2:]), prior[0, :2], std(prior[0, 2:])
     expected = (torch.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - 0.5).sum()
     torch.testing.assert_close(latent.kl(post, prior)[0], expected)
+    # the std itself, by hand at raw 0: sigmoid2 gives 2 * 1/2 + 0.1, softplus log 2 + 0.1
+    zero_std = latent.dist(torch.zeros(1, 4)).base_dist.scale[0, 0].item()
+    assert zero_std == pytest.approx({"sigmoid2": 1.1, "softplus": math.log(2) + 0.1}[std_act])
 
 
 # ---------------------------------------------------------------------------------------------- free nats
@@ -484,13 +493,30 @@ def test_actor_loss_depends_on_the_imagined_rewards_only_under_dynamics_backprop
 
 
 @pytest.mark.parametrize("discrete", [False, True])
-@pytest.mark.parametrize("rho, pure", [("1.0", "reinforce"), ("0.0", "dynamics")])
-def test_mix_endpoints_equal_the_pure_estimators(rho, pure, discrete):
-    _, mixed = _actor_grads({"name": "mix", "rho": rho}, discrete=discrete, seed=3)
-    _, ref = _actor_grads({"name": pure}, discrete=discrete, seed=3)
+def test_mix_at_rho_0_equals_dynamics_backprop(discrete):
+    _, mixed = _actor_grads({"name": "mix", "rho": "0.0"}, discrete=discrete, seed=3)
+    _, ref = _actor_grads({"name": "dynamics"}, discrete=discrete, seed=3)
     for a, b in zip(mixed.actor.parameters(), ref.actor.parameters()):
         assert b.grad is not None and b.grad.abs().sum() > 0
         torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_mix_reinforce_term_passes_the_action_gradient():
+    """The official ``both`` estimator takes log pi(a) of the action as sampled: with a straight-through
+    one-hot a = onehot + p - sg(p), p = softmax(z), d/dz [adv * sum(a * log_softmax(l))] is the softmax
+    Jacobian applied to g = adv * log_softmax(l): p * (g - p.g). REINFORCE detaches the action."""
+    logits = torch.tensor([[0.2, -0.4, 1.0]])
+    z = torch.tensor([[0.5, 0.1, -0.3]], requires_grad=True)
+    p = z.softmax(-1)
+    action = torch.tensor([[0.0, 1.0, 0.0]]) + p - p.detach()
+    returns, baseline = torch.tensor([3.0]), torch.tensor([1.0])
+    Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline).sum().backward()
+    g = 2.0 * logits.log_softmax(-1)
+    torch.testing.assert_close(z.grad, p.detach() * (g - (p.detach() * g).sum(-1, keepdim=True)))
+    assert not Reinforce()(OneHot(logits=logits), action, returns, baseline).requires_grad  # no path to z
+    # the value is that of the one-hot action: log pi(a) * advantage
+    value = Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline)
+    torch.testing.assert_close(value, 2.0 * logits.log_softmax(-1)[:, 1])
 
 
 def test_estimator_objectives_by_hand():
@@ -523,19 +549,26 @@ def test_critic_loss_reaches_only_the_critic():
 
 
 @pytest.mark.parametrize("fraction", [1.0, 0.5])
-def test_slow_critic_moves_every_n_updates(fraction):
+def test_slow_critic_moves_after_updates_1_then_every_n(fraction):
+    """The official counter starts at 0 and copies at 0, every, 2 * every before it counts: after
+    update 1, 1 + every, ... (1, 4, 7 for every = 3); the first move is a copy whatever the fraction."""
     _, beh, _ = _behavior({"name": "reinforce"}, slow_critic_every=3, slow_critic_fraction=fraction)
+    slow, fast = list(beh.slow_critic.parameters()), list(beh.critic.parameters())
+    assert any((s != f).any() for s, f in zip(slow, fast))  # its own initial weights, as the official
+    beh.update_slow_critic(1)
+    for s, f in zip(slow, fast):
+        torch.testing.assert_close(s, f)
     with torch.no_grad():
-        for p in beh.critic.parameters():
+        for p in fast:
             p.add_(1.0)
-    before = [p.clone() for p in beh.slow_critic.parameters()]
-    for updates in (1, 2, 4, 5):
+    before = [p.clone() for p in slow]
+    for updates in (2, 3):
         beh.update_slow_critic(updates)
-        for b, p in zip(before, beh.slow_critic.parameters()):
+        for b, p in zip(before, slow):
             torch.testing.assert_close(p, b)
-    beh.update_slow_critic(6)
-    for b, slow, fast in zip(before, beh.slow_critic.parameters(), beh.critic.parameters()):
-        torch.testing.assert_close(slow, (1 - fraction) * b + fraction * fast)
+    beh.update_slow_critic(4)
+    for b, s, f in zip(before, slow, fast):
+        torch.testing.assert_close(s, (1 - fraction) * b + fraction * f)
 
 
 # ---------------------------------------------------------------------------------------------- distributions and RSSM
