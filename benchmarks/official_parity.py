@@ -1,15 +1,18 @@
 """Number-by-number parity of dreamerkit's DreamerV2 with the official implementation (PyPI ``dreamerv2==2.2.0``).
 
-    python benchmarks/official_parity.py                        # Atari and DMC configs, tiny size
-    python benchmarks/official_parity.py --recipes dreamerv2_dmc --size small
+    python benchmarks/official_parity.py                        # every case, tiny size
+    python benchmarks/official_parity.py --cases dmc --size small
 
-For each recipe (``dreamerv2_atari``: REINFORCE, discount head; ``dreamerv2_dmc``: dynamics
-backpropagation, no discount head) both implementations are built at ``--size`` from the same
-config, the official initial weights are copied into ours, and both are fed the same batch
-(``--batch`` x ``--length`` random frames, actions, rewards, episode starts and terminals) with
-the same random draws: every categorical sample (posterior, prior, one-hot action) is the argmax
-of the logits plus Gumbel noise made from one fixed uniform tensor, and every truncated-normal
-action is the inverse CDF of one fixed uniform tensor, on both sides. Then it compares, fp32:
+For each case (``atari``: recipe dreamerv2_atari, REINFORCE, discount head; ``dmc``:
+dreamerv2_dmc, dynamics backpropagation, no discount head; the paper's ablations
+``atari_nokl``, plain KL, and ``atari_gaussian``, Gaussian latent with the official sigmoid2
+std) both implementations are built at ``--size`` from the same config, the official initial
+weights are copied into ours, and both are fed the same batch (``--batch`` x ``--length``
+random frames, actions, rewards, episode starts and terminals) with the same random draws:
+every categorical sample (posterior, prior, one-hot action) is the argmax of the logits plus
+Gumbel noise made from one fixed uniform tensor, every truncated-normal action the inverse CDF
+of one, and every Gaussian latent mean + std * (the normal inverse CDF of one), on both sides.
+Then it compares, fp32:
 
 - the embedding, the posterior and prior parameters over the whole sequence;
 - the KL before balancing and the KL loss after balancing and free nats (scaled), every
@@ -48,14 +51,15 @@ What the worker patches to load 2021 code on today's TensorFlow (nothing else is
 
 What the harness instruments (the official code runs unchanged inside):
 
-- the random draws, as above: ``tfd.OneHotCategorical._sample_n`` and
-  ``tfd.TruncatedNormal._sample_n`` return samples made from the fixed uniforms, in the order the
+- the random draws, as above: ``tfd.OneHotCategorical._sample_n``,
+  ``tfd.TruncatedNormal._sample_n`` and ``tfd.MultivariateNormalDiag.sample`` return samples
+  made from the fixed uniforms, in the order the
   posterior, prior and actor ask for them (the official ``OneHotDist`` and ``TruncNormalDist``
   add their straight-through gradient and clipping on top, as always). The inverse-CDF sample's
   gradient equals TFP's implicit reparameterisation gradient at the same sample. The prior
   samples the official ``obs_step`` draws and discards get fresh noise (ours draws none). On
-  our side ``torch.rand_like``, ``torch.rand`` and ``OneHotCategorical.sample`` are patched
-  alike. A fixed draw left unused on either side is an error.
+  our side ``torch.rand_like``, ``torch.rand``, ``OneHotCategorical.sample`` and
+  ``Normal.rsample`` are patched alike. A fixed draw left unused on either side is an error.
 - the three optimizers are replaced by recorders of the per-variable gradients of the loss
   they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
   including the slow critic's (its own initialisation on the first update), are read there.
@@ -83,7 +87,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ["tensorflow-cpu==2.21.0", "tensorflow-probability==0.25.0", "tf-keras==2.21.0", "ruamel.yaml==0.17.40"]
 OFFICIAL = "dreamerv2==2.2.0"
-OFFICIAL_SECTION = {"dreamerv2_atari": "atari", "dreamerv2_dmc": "dmc_vision"}
+# name -> (our recipe, our overrides, official config section, the ablation's official keys); Atari: discrete actions
+CASES = {
+    "atari": ("dreamerv2_atari", [], "atari", {}),
+    "atari_nokl": ("dreamerv2_atari_nokl", [], "atari", {"kl.balance": 0.5}),
+    "atari_gaussian": ("dreamerv2_atari", ["latent=gaussian"], "atari", {"rssm.discrete": False}),
+    "dmc": ("dreamerv2_dmc", [], "dmc_vision", {}),
+}
 LOW, HIGH = 1e-3, 1 - 1e-3  # range of the fixed uniforms: no sample sits on a bound
 _CHECK_PINS = (
     "import sys, importlib.metadata as m\n"
@@ -249,6 +259,11 @@ def worker(workdir: Path) -> None:
         cdf_low, cdf_high = ndtr((self.low - loc) / scale), ndtr((self.high - loc) / scale)
         return tf.math.ndtri(cdf_low + uniform * (cdf_high - cdf_low)) * scale + loc
 
+    def gaussian_sample(self, sample_shape=(), seed=None, name="sample"):  # the Gaussian latent's MVNDiag
+        loc, std = tf.convert_to_tensor(self.loc), self.stddev()
+        return loc + std * tf.math.ndtri(tf.constant(draws.take([*tf.TensorShape(sample_shape), *loc.shape])))
+
+    tfd.MultivariateNormalDiag.sample = gaussian_sample
     tfd.OneHotCategorical._sample_n = onehot_sample_n
     tfd.TruncatedNormal._sample_n = trunc_normal_sample_n
     rssm_cls = common.EnsembleRSSM
@@ -326,8 +341,9 @@ def worker(workdir: Path) -> None:
     model_loss, _, outs, metrics = captured["wm"]
     post, prior = outs["post"], outs["prior"]
     saved["embed"] = outs["embed"].numpy()
-    saved["post_logit"] = post["logit"].numpy()
-    saved["prior_logit"] = prior["logit"].numpy()
+    for name, state in (("post", post), ("prior", prior)):
+        stats = [state["logit"]] if "logit" in state else [state["mean"], state["std"]]
+        saved[f"{name}_stats"] = np.concatenate([x.numpy().reshape(*x.shape[:2], -1) for x in stats], -1)
     saved["kl_value"] = outs["kl"].numpy()
     saved["kl_loss"] = metrics["kl_loss"].numpy()
     for key in ("image", "reward", "discount"):
@@ -378,8 +394,7 @@ def official_config(run, components) -> dict:
         "jit": False,
         "rssm.hidden": size.hidden,
         "rssm.deter": size.deter,
-        "rssm.stoch": components["latent"]["variables"],
-        "rssm.discrete": components["latent"]["classes"],
+        **latent_config(components["latent"]),
         "encoder.cnn_depth": size.cnn_depth,
         "decoder.cnn_depth": size.cnn_depth,
         "pred_discount": model.discount_head is not None,
@@ -406,11 +421,26 @@ def official_config(run, components) -> dict:
     return out
 
 
+def latent_config(latent: dict) -> dict:
+    """The official ``rssm`` keys of our latent: categorical (``discrete`` classes) or Gaussian."""
+    if latent["name"] == "categorical":
+        return {"rssm.stoch": latent["variables"], "rssm.discrete": latent["classes"]}
+    return {
+        "rssm.stoch": latent["size"],
+        "rssm.discrete": False,
+        "rssm.std_act": latent["std_act"],
+        "rssm.min_std": latent["min_std"],
+    }
+
+
 SIZE_KEYS = ("rssm.hidden", "rssm.deter", "rssm.stoch", "rssm.discrete", "encoder.cnn_depth", "decoder.cnn_depth")
 
 
-def config_rows(package: Path, section: str, ours: dict) -> list[tuple[str, object, object]]:
-    """(key, official section value, ours) for every shared hyperparameter that is not a size."""
+def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list[tuple[str, object, object]]:
+    """(key, official value, ours) for every shared hyperparameter that is not a size.
+
+    The official value is the config section's, with the paper ablation's ``ablation`` keys on top.
+    """
     import yaml
 
     configs = yaml.safe_load((package / "configs.yaml").read_text())
@@ -425,6 +455,7 @@ def config_rows(package: Path, section: str, ours: dict) -> list[tuple[str, obje
 
     put(configs["defaults"])
     put(configs[section])
+    flat.update(ablation)
     rows = []
     for key, value in ours.items():
         official = flat.get(key)
@@ -445,7 +476,8 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
     """The batch (official layout: images B x T x H x W x C) and the fixed uniforms of every sampler."""
     rng = np.random.default_rng(seed)
     b, t, h = batch, length, run.behavior.horizon
-    variables, classes = components["latent"]["variables"], components["latent"]["classes"]
+    latent = components["latent"]
+    shape = (latent["variables"], latent["classes"]) if latent["name"] == "categorical" else (latent["size"],)
     if discrete:
         action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
         imagine_action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
@@ -466,9 +498,9 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
         "is_first": is_first,
         "is_terminal": is_terminal,
         "imagine_action": imagine_action,
-        "draw_post": uniform(t, b, variables, classes),
-        "draw_imagine_prior": uniform(t, b, variables, classes),
-        "draw_behavior_prior": uniform(h, b * t, variables, classes),
+        "draw_post": uniform(t, b, *shape),
+        "draw_imagine_prior": uniform(t, b, *shape),
+        "draw_behavior_prior": uniform(h, b * t, *shape),
         "draw_behavior_action": uniform(h, b * t, action_dim),
     }
 
@@ -655,6 +687,10 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
         return torch.as_tensor(draws.take(shape), dtype=dtype or torch.float32)
 
+    def normal_rsample(self, sample_shape=torch.Size()):  # noqa: B008
+        shape = self._extended_shape(sample_shape)
+        return self.loc + self.scale * torch.special.ndtri(torch.as_tensor(draws.take(shape)))
+
     def onehot_sample(self, sample_shape=torch.Size()):  # noqa: B008
         logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
         gumbel = -torch.log(-torch.log(torch.as_tensor(draws.take(logits.shape))))
@@ -695,6 +731,7 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         mock.patch.object(torch, "rand_like", rand_like),
         mock.patch.object(torch, "rand", rand),
         mock.patch.object(D.OneHotCategorical, "sample", onehot_sample),
+        mock.patch.object(D.Normal, "rsample", normal_rsample),
         mock.patch.object(behavior_module, "lambda_return", lambda_return_kept),
     ):
         model_loss, post, metrics = wm.loss(batch)
@@ -721,8 +758,8 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
     scale = components["kl"]["scale"]
     ours = {
         "embed": wm.encoder(batch),
-        "post_logit": post["params"],
-        "prior_logit": prior_params,
+        "post_stats": latent_stats(wm.latent, post["params"]),
+        "prior_stats": latent_stats(wm.latent, prior_params),
         "kl_value": wm.latent.kl(post["params"], prior_params),
         "kl_loss": metrics["model/kl_loss"] / scale,
         "model_loss": model_loss,
@@ -742,6 +779,16 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
     return ours, grads, report, perms
 
 
+def latent_stats(latent, params):
+    """What the official state holds: the logits, or the Gaussian's mean and std."""
+    import torch
+
+    if hasattr(latent, "classes"):
+        return params
+    dist = latent.dist(params).base_dist
+    return torch.cat([dist.mean, dist.stddev], -1)
+
+
 def rel_diff(official: np.ndarray, ours: np.ndarray) -> float:
     """max|official - ours| / max|official| (1e-6 at least in the denominator)."""
     official, ours = np.asarray(official, np.float64), np.asarray(ours, np.float64)
@@ -750,18 +797,18 @@ def rel_diff(official: np.ndarray, ours: np.ndarray) -> float:
     return float(np.max(np.abs(official - ours)) / max(np.max(np.abs(official)), 1e-6))
 
 
-def rows_for(recipe: str, official: dict, ours: dict, grads: dict, spec: dict, feat_perm: np.ndarray, embed_perm):
+def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, feat_perm: np.ndarray, embed_perm):
     """(quantity, official, ours, rel diff) for every compared quantity of one recipe."""
-    b, t = spec["batch"], spec["length"]
     rows = []
 
     def add(name, o, u):
         o, u = np.asarray(o, np.float64), np.asarray(u, np.float64)
-        rows.append((f"{recipe}: {name}", o, u, rel_diff(o, u)))
+        rows.append((f"{case}: {name}", o, u, rel_diff(o, u)))
 
     add("embedding", official["embed"][..., embed_perm], ours["embed"])
-    add("posterior logits [B,T]", official["post_logit"].reshape(b, t, -1), ours["post_logit"])
-    add("prior logits [B,T]", official["prior_logit"].reshape(b, t, -1), ours["prior_logit"])
+    stats = "logits" if spec["config"]["rssm.discrete"] else "mean, std"
+    add(f"posterior {stats} [B,T]", official["post_stats"], ours["post_stats"])
+    add(f"prior {stats} [B,T]", official["prior_stats"], ours["prior_stats"])
     add("KL before balancing [B,T]", official["kl_value"], ours["kl_value"])
     add("KL loss after balancing and free nats", official["kl_loss"], ours["kl_loss"])
     for key in ("image", "reward", "discount"):
@@ -803,16 +850,17 @@ def package_dir(python: Path) -> Path:
     return Path(site) / "dreamerv2"
 
 
-def compare_recipe(recipe: str, python: Path, args) -> tuple[list, list[str]]:
-    """Every row of ``recipe`` and the weight map's report."""
-    run, components = compose_ours(recipe, args.size, args.override)
-    discrete = recipe == "dreamerv2_atari"
+def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
+    """Every row of ``case`` and the weight map's report."""
+    recipe, overrides, section, ablation = CASES[case]
+    run, components = compose_ours(recipe, args.size, [*overrides, *args.override])
+    discrete = section == "atari"
     image_shape = (64, 64, 1) if discrete else (64, 64, 3)
     action_dim = 6 if discrete else 2
     package = package_dir(python)
     spec = {
         "package": str(package),
-        "section": OFFICIAL_SECTION[recipe],
+        "section": section,
         "config": official_config(run, components),
         "image_shape": list(image_shape),
         "action_dim": action_dim,
@@ -829,11 +877,11 @@ def compare_recipe(recipe: str, python: Path, args) -> tuple[list, list[str]]:
         official = official_run(python, workdir)
     weights = {k[len("weight/") :]: v for k, v in official.items() if k.startswith("weight/")}
     ours, grads, report, (feat_perm, embed_perm) = run_ours(run, components, inputs, weights, spec)
-    rows = rows_for(recipe, official, ours, grads, spec, feat_perm, embed_perm)
-    for key, o, u in config_rows(package, OFFICIAL_SECTION[recipe], spec["config"]):
+    rows = rows_for(case, official, ours, grads, spec, feat_perm, embed_perm)
+    for key, o, u in config_rows(package, section, ablation, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
-        rows.append((f"{recipe}: config {key}", o, u, 0.0 if same else float("inf")))
-    return rows, [f"{recipe}: {line}" for line in report]
+        rows.append((f"{case}: config {key}", o, u, 0.0 if same else float("inf")))
+    return rows, [f"{case}: {line}" for line in report]
 
 
 def fmt(x) -> str:
@@ -846,7 +894,7 @@ def fmt(x) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes", nargs="+", default=list(OFFICIAL_SECTION), choices=list(OFFICIAL_SECTION))
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--size", default="tiny", help="a conf/size preset (default tiny)")
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--length", type=int, default=8)
@@ -860,8 +908,8 @@ def main() -> None:
         return worker(args.worker)
     python = ensure_venv(args.venv)
     rows, notes = [], []
-    for recipe in args.recipes:
-        r, n = compare_recipe(recipe, python, args)
+    for case in args.cases:
+        r, n = compare_case(case, python, args)
         rows += r
         notes += n
     if notes:
