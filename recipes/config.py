@@ -56,6 +56,10 @@ class BehaviorConfig:
     """The slow critic moves to the critic after actor-critic update 1, 1 + every, 1 + 2 * every, ..."""
     slow_critic_fraction: float = 1.0
     """How far it moves there (1 = copy); the first move is always a copy (official)."""
+    expl_noise: float = 0.0
+    """Exploration noise on the actions the agent takes while collecting (official ``expl_noise``):
+    discrete, the sampled action is replaced by a uniform one with this probability; continuous,
+    Gaussian noise of this std, clipped to [-1, 1]. 0 in the official DreamerV2 configs."""
 
 
 @dataclass

@@ -22,6 +22,7 @@ import math
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from tensordict import TensorDict
 from torch.profiler import record_function
 
@@ -44,6 +45,16 @@ def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
     (the learning rate is constant here).
     """
     return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd / c.lr)
+
+
+def action_noise(action: torch.Tensor, amount: float, discrete: bool) -> torch.Tensor:
+    """The official exploration noise: a one-hot action is resampled from ``amount / n + (1 - amount) *
+    action`` (a uniform action with probability ``amount``); a continuous one gets Gaussian noise of std
+    ``amount`` and is clipped to [-1, 1]."""
+    if discrete:
+        probs = amount / action.shape[-1] + (1 - amount) * action
+        return F.one_hot(torch.multinomial(probs, 1)[:, 0], action.shape[-1]).to(action.dtype)
+    return (action + amount * torch.randn_like(action)).clamp(-1, 1)
 
 
 @register("recipe", "dreamer")
@@ -85,8 +96,9 @@ class Dreamer(L.LightningModule):
 
     # -- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def policy(self, obs: TensorDict, mode: bool = False) -> torch.Tensor:
-        """Actions for one step of every env ``[N]``: filter the observation, then sample (or take the mode)."""
+    def policy(self, obs: TensorDict, mode: bool = False, explore: bool = False) -> torch.Tensor:
+        """Actions for one step of every env ``[N]``: filter the observation, then sample (or take the mode);
+        ``explore`` (collecting experience) adds ``behavior.expl_noise``."""
         obs = obs.to(self.device)
         n = obs.batch_size[0]
         if self._agent_state is None or self._agent_state[1].shape[0] != n:
@@ -98,6 +110,8 @@ class Dreamer(L.LightningModule):
         state = self.world_model.act_step(state, obs, action)
         dist = self.behavior.actor(self.world_model.rssm.features(state))
         action = dist.mode if mode else dist.sample()
+        if explore and self.behavior_cfg.expl_noise > 0:
+            action = action_noise(action, self.behavior_cfg.expl_noise, self.env_info.discrete)
         self._agent_state = (state, action)
         return action
 

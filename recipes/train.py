@@ -10,6 +10,7 @@ in seconds with the key's path and the valid choices.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -61,6 +62,7 @@ RANGES = [
     ("behavior.ent_scale", lambda v: v >= 0, ">= 0"),
     ("behavior.slow_critic_every", lambda v: v >= 1, ">= 1"),
     ("behavior.slow_critic_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("behavior.expl_noise", lambda v: 0 <= v <= 1, "in [0, 1] (0 = no exploration noise, the official setting)"),
     ("eval.episodes", lambda v: v >= 1, ">= 1"),
     ("eval.every", lambda v: v >= 0, ">= 0 (0 = no evaluation during training)"),
     ("eval.during_episodes", lambda v: v >= 1, ">= 1"),
@@ -277,7 +279,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
         load_checkpoint(ckpt)  # a corrupt or missing checkpoint fails here, naming the file
     module, experience, trainer = build(cfg)
     try:
-        trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
+        trainer.fit(
+            module, train_dataloaders=experience.batches(functools.partial(module.policy, explore=True)), ckpt_path=ckpt
+        )
     finally:
         experience.close()
     summary = {

@@ -68,6 +68,22 @@ def test_v1_recipe_is_gaussian_plain_dynamics(make_cfg):
     assert c["kl"]["name"] == "plain" and c["kl"]["free"] == 3.0
     assert c["actor_grad"]["name"] == "dynamics" and run.model.discount_head is None
     assert run.model.opt.lr == 6e-4
+    # DreamerV1's code: a GRU without layer norm, no weight decay, exploration noise 0.3, no target critic
+    assert not run.model.rssm.gru_norm and not run.model.rssm.norm
+    assert (run.model.opt.wd, run.behavior.actor_opt.wd, run.behavior.critic_opt.wd) == (0.0, 0.0, 0.0)
+    assert (run.model.opt.eps, run.behavior.actor_opt.eps, run.behavior.critic_opt.eps) == (1e-7, 1e-7, 1e-7)
+    assert (run.behavior.expl_noise, run.behavior.slow_critic_every) == (0.3, 1)
+
+
+@pytest.mark.parametrize("recipe", ["dreamerv2_atari", "dreamerv2_dmc", "dreamerv2_atari_nokl"])
+def test_v2_recipes_have_the_official_network_details(make_cfg, recipe):
+    run, c = validate(make_cfg(f"recipe={recipe}"))
+    assert (run.model.rssm.norm, run.model.rssm.gru_norm, run.model.init) == (False, True, "keras")
+    assert not c["encoder"]["mlp"]["norm"] and not c["decoder"]["mlp"]["norm"]
+    assert run.behavior.expl_noise == 0.0
+    # the Gaussian-latent ablation: official std_act sigmoid2
+    _, c = validate(make_cfg(f"recipe={recipe}", "latent=gaussian"))
+    assert c["latent"]["std_act"] == "sigmoid2"
 
 
 def test_nokl_recipe_is_atari_with_plain_kl(make_cfg):

@@ -16,7 +16,7 @@ from components.heads import TruncatedNormal
 from components.nets import ConcatLinear
 from components.rssm import GRUCell
 from recipes.config import OptimConfig
-from recipes.dreamer import Dreamer, adamw
+from recipes.dreamer import Dreamer, action_noise, adamw
 from recipes.train import validate
 
 ATARI = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
@@ -52,8 +52,9 @@ def _layers(module: nn.Module, kinds) -> dict[str, nn.Module]:
         ("dreamerv2_dmc", (), ["world_model.rssm.cell.norm"]),
         ("dreamerv2_cartpole", (), ["world_model.rssm.cell.norm"]),
         ("dreamerv2_atari", ("model.rssm.gru_norm=false",), []),  # the paper's "no layer norm" ablation
+        ("dreamerv1_dmc", (), []),  # DreamerV1's GRU has no layer norm
     ],
-    ids=["atari", "atari_nokl", "dmc", "cartpole", "atari-no-layer-norm"],
+    ids=["atari", "atari_nokl", "dmc", "cartpole", "atari-no-layer-norm", "v1_dmc"],
 )
 def test_layer_norm_only_inside_the_gru_and_a_bias_everywhere(make_cfg, recipe, overrides, norms):
     """Official nets: LayerNorm only in the GRU (Keras epsilon 1e-3); every Dense, Conv2D and
@@ -208,6 +209,32 @@ def test_truncated_normal_clip_is_straight_through():
     (raw_grad,) = torch.autograd.grad(raw.sum(), loc)
     torch.testing.assert_close(grad, raw_grad)
     assert raw_grad[clipped].abs().min() > 0  # clamping would have given 0 here
+
+
+def test_exploration_noise_by_hand():
+    torch.manual_seed(0)
+    n = 40_000
+    onehot = torch.zeros(n, 4)
+    onehot[:, 0] = 1
+    # discrete: resampled from amount / n + (1 - amount) * action = (0.625, 0.125, 0.125, 0.125)
+    freq = action_noise(onehot, 0.5, discrete=True).mean(0)
+    torch.testing.assert_close(freq, torch.tensor([0.625, 0.125, 0.125, 0.125]), atol=0.01, rtol=0)
+    # continuous: N(0.9, 0.3) clipped to [-1, 1]: P(at 1) = 1 - Phi(1/3) = 0.3694
+    noisy = action_noise(torch.full((n, 1), 0.9), 0.3, discrete=False)
+    assert noisy.max() == 1.0 and (noisy == 1.0).float().mean().item() == pytest.approx(0.3694, abs=0.01)
+    assert action_noise(torch.full((n, 1), 0.9), 0.3, discrete=False).min() >= -1
+
+
+def test_policy_adds_exploration_noise_only_when_exploring(make_cfg):
+    module = _dreamer(make_cfg, "dreamerv2_cartpole", "behavior.expl_noise=1.0")
+    with torch.no_grad():  # an actor that always picks action 0
+        out = module.behavior.actor.net[-1]
+        out.weight.zero_()
+        out.bias.copy_(torch.tensor([50.0, -50.0]))
+    obs = TensorDict({"state": torch.zeros(2000, 4), "is_first": torch.ones(2000, dtype=torch.bool)}, [2000])
+    assert module.policy(obs)[:, 0].all()
+    module._agent_state = None
+    assert module.policy(obs, explore=True)[:, 1].mean().item() == pytest.approx(0.5, abs=0.05)
 
 
 # ---------------------------------------------------------------------------------------------- update counters
