@@ -15,7 +15,7 @@ of one, and every Gaussian latent mean + std * (the normal inverse CDF of one), 
 Then it compares, fp32:
 
 - the embedding, the posterior and prior parameters over the whole sequence;
-- the KL before balancing and the KL loss after balancing and free nats (scaled), every
+- the KL before balancing and the KL loss after balancing and free nats (before its scale), every
   reconstruction/reward/discount loss term and the world-model loss;
 - the features imagined from the last posterior state for ``--length`` fixed actions;
 - in the actor-critic update: the imagined features and actions, the discounts, the
