@@ -28,8 +28,9 @@ from benchmarks.throughput import hardware  # noqa: E402
 
 
 def step(first: bool) -> TensorDict:
-    """One single-env step with the flags the samplers read."""
-    return TensorDict({"is_first": torch.tensor([first]), "reward": torch.zeros(1)}, batch_size=[1])
+    """One single-env step with the flags the samplers read (an episode ends where the next one starts)."""
+    flags = {"is_first": torch.tensor([first]), "is_last": torch.tensor([False]), "reward": torch.zeros(1)}
+    return TensorDict(flags, batch_size=[1])
 
 
 def measure(name: str, args: argparse.Namespace) -> tuple[float, float]:

@@ -113,6 +113,10 @@ def measure(args, size: str, run_dir: Path) -> dict:
         f"run_dir={run_dir}",
         *args.override,
     ]
+    if not any(o.startswith("replay=") for o in args.override):
+        # windows from the first steps, one update per agent step from the start: the episode
+        # samplers would first wait for a complete (DMC: 500-step) episode
+        overrides.append("replay=uniform")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     module, experience, trainer = build(cfg)

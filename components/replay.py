@@ -4,25 +4,30 @@ One storage row is one vector-env step, a TensorDict of batch ``[num_envs]``;
 the storage is circular along time (``RoundRobinWriter``), in memory
 (``LazyTensorStorage``) or memory-mapped in the run directory
 (``LazyMemmapStorage``). A sample is ``batch`` windows of ``length``
-consecutive steps, each from one env's stream. A window may run from one
-episode into the next: the next episode's first step carries ``is_first``
-and the RSSM resets there, exactly as the official DreamerV2 replay chains
-short episodes into fixed-length chunks. Windows never span the seam between
-the newest and the oldest stored step.
+consecutive steps, each from one env's stream. Windows never span the seam
+between the newest and the oldest stored step.
 
 Samplers (TorchRL ``Sampler`` subclasses, so ``ReplayBuffer.sample`` returns the batch):
 
-    uniform          window starts uniform over the stored stream (every step equally likely)
-    episodes         the official DreamerV2 replay: an episode uniformly over all stored
-                     episodes, then a window inside it, so short episodes (CartPole's
-                     failures) are drawn as often as long ones however rare their steps are
+    uniform          window starts uniform over the stored stream (every step equally likely);
+                     a window may run from one episode into the next, whose first step
+                     carries ``is_first``
+    episodes         the official DreamerV2 replay: an episode uniformly over the stored
+                     complete episodes longer than a window, then a window inside it whose
+                     first step is flagged ``is_first`` (the RSSM starts it from zeros)
     prioritize_ends  ``episodes`` whose last window of every episode gets ``length`` times
                      the share of any other start (official Atari setting)
 
-Not TorchRL's ``SliceSampler``: its slices never cross an episode, so with
-``strict_length`` it drops episodes shorter than the slice (CartPole's early ones)
-and without it the slices vary in length; nor does it know the circular seam of a
-time-major ``[steps, num_envs]`` storage.
+``episodes`` and ``prioritize_ends`` keep the sampling dreamerkit used before as
+options: ``ongoing`` (draw each env's unfinished episode too), ``short=chain`` (an
+episode shorter than a window starts one that runs on into the next episodes, so
+CartPole's early failures are drawn) and ``reset_start=false`` (a mid-episode window
+keeps the stored previous action; ``uniform`` takes ``reset_start=true`` as well).
+
+Not TorchRL's ``SliceSampler``: it draws steps, not episodes, uniformly; it cannot
+chain short episodes (with ``strict_length`` it drops them, without it the slices
+vary in length); and it does not know the circular seam of a time-major
+``[steps, num_envs]`` storage.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
-from registry import ConfigError, register
+from registry import ConfigError, register, unknown
 
 STORAGES = ("memory", "disk")
+SHORT = ("skip", "chain")
 
 
 def stream(storage) -> tuple[int, int]:
@@ -59,9 +65,10 @@ def stream(storage) -> tuple[int, int]:
 class UniformSampler(Sampler):
     """Uniform windows of ``length`` consecutive steps of one env's stream, as a ``[B, T]`` index."""
 
-    def __init__(self, length: int, num_envs: int, seed: int = 0):
+    def __init__(self, length: int, num_envs: int, seed: int = 0, reset_start: bool = False):
         super().__init__()
         self.length, self.num_envs = length, num_envs
+        self.reset_start = reset_start  # read by Replay.sample: flag each window's first step is_first
         # Our own generator: ReplayBuffer.set_rng overwrites ``_rng`` (with None by default).
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -78,6 +85,10 @@ class UniformSampler(Sampler):
         # spans the seam; the modulo only maps them onto the circular rows.
         time_idx = (oldest + offset[:, None] + torch.arange(self.length)) % storage.max_size
         return (time_idx, env[:, None].expand_as(time_idx)), {}
+
+    def ready(self, storage) -> bool:
+        """Whether a window can be drawn: one is stored."""
+        return stream(storage)[0] >= self.length
 
     def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Window start offsets (counted from the oldest row, at most ``steps - length``) and envs."""
@@ -110,22 +121,35 @@ class UniformSampler(Sampler):
 
 
 class EpisodeSampler(UniformSampler):
-    """Official DreamerV2 sampling: an episode uniformly over every stored episode, then a window in it.
+    """Official DreamerV2 sampling: an episode uniformly over the stored episodes, then a window in it.
 
     Episodes are read from ``is_first`` (the oldest stored step starts one too, possibly cut by
-    the circular overwrite; the newest one may be ongoing). A window starts uniformly where it
-    fits inside its episode; with ``prioritize_ends`` the start is drawn over the whole episode
-    and clamped, so the window ending at the episode's end gets ``length`` of the draws. An
-    episode shorter than a window starts it and the window runs on into the next episodes.
+    the circular overwrite); each env's newest episode is complete once its last stored step
+    has ``is_last``. By default only complete episodes with more than ``length`` steps are
+    drawn (danijar/dreamerv2: ``ongoing: False``; ``minlen`` at HEAD, the skip of short
+    episodes at 0216d33), as whole windows inside them. A window starts uniformly where it
+    fits; with ``prioritize_ends`` the start is drawn over the whole episode and clamped, so
+    the window ending at the episode's end gets ``length`` of the draws. ``ongoing`` also
+    draws each env's unfinished episode; ``short="chain"`` also draws episodes of at most
+    ``length`` steps: such a window starts at the episode's start and runs on into the next.
 
     The episode starts are indexed as they are written: TorchRL calls ``add`` with each written
     row, and a sample reads only the flags of the rows written since the last one (a full scan
     of every stored flag took 1-3 ms at 1M steps). A new, emptied or resumed sampler scans once.
     """
 
-    def __init__(self, length: int, num_envs: int, seed: int = 0, prioritize_ends: bool = False):
-        super().__init__(length, num_envs, seed)
-        self.prioritize_ends = prioritize_ends
+    def __init__(
+        self,
+        length: int,
+        num_envs: int,
+        seed: int = 0,
+        prioritize_ends: bool = False,
+        ongoing: bool = False,
+        short: str = "skip",
+        reset_start: bool = True,
+    ):
+        super().__init__(length, num_envs, seed, reset_start)
+        self.prioritize_ends, self.ongoing, self.short = prioritize_ends, ongoing, short
         self._forget()
 
     def _forget(self) -> None:
@@ -175,16 +199,50 @@ class EpisodeSampler(UniformSampler):
         same_env = torch.cat([self._env[1:] == self._env[:-1], torch.tensor([False])])
         return torch.where(same_env, torch.cat([self._begin[1:], self._begin[-1:]]), self._written)
 
-    def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One episode per window, uniformly over the stored episodes, and a start inside it."""
+    def drawable(self, storage, steps: int, oldest: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(begin, end, env)`` of the episodes a window may be drawn from (see the class doc)."""
         begin, end, env = self.episodes(storage, steps, oldest)
+        keep = torch.ones_like(begin, dtype=torch.bool)
+        if not self.ongoing:
+            newest = torch.cat([env[1:] != env[:-1], torch.tensor([True])])  # each env's last episode
+            ended = storage._storage.get("is_last")[(oldest + steps - 1) % storage.max_size]
+            keep &= ~newest | ended.reshape(self.num_envs).bool()[env]
+        if self.short == "skip":
+            keep &= end - begin > self.length
+        return begin[keep], end[keep], env[keep]
+
+    def ready(self, storage) -> bool:
+        """Whether a window can be drawn: some stored episode qualifies."""
+        steps, oldest = stream(storage)
+        return steps >= self.length and len(self.drawable(storage, steps, oldest)[0]) > 0
+
+    def starts(self, storage, steps: int, oldest: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One episode per window, uniformly over the drawable episodes, and a start inside it."""
+        begin, end, env = self.drawable(storage, steps, oldest)
+        if not len(begin):
+            raise RuntimeError(self._nothing_to_draw(storage, steps, oldest))
         pick = torch.randint(len(begin), (batch_size,), generator=self.generator)
         begin, size, env = begin[pick], end[pick] - begin[pick], env[pick]
         room = (size - self.length).clamp(min=0)  # last start that keeps the window in the episode
         span = size if self.prioritize_ends else room + 1
         u = (torch.rand(batch_size, generator=self.generator) * span).long()
-        offset = (begin + torch.minimum(u, room)).clamp(max=steps - self.length)
+        offset = (begin + torch.minimum(u, room)).clamp(max=steps - self.length)  # a chained window stays stored
         return offset, env
+
+    def _nothing_to_draw(self, storage, steps: int, oldest: int) -> str:
+        begin, end, _ = self.episodes(storage, steps, oldest)
+        stored = f"{len(begin)} stored episodes, the longest of {int((end - begin).max())} steps"
+        return (
+            f"replay holds no {'' if self.ongoing else 'complete '}episode of more than {self.length} steps "
+            f"to draw a window of {self.length} from ({stored}); collect more, or sample across episodes with "
+            "replay.short=chain and replay.ongoing=true"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(length={self.length}, num_envs={self.num_envs}, prioritize_ends="
+            f"{self.prioritize_ends}, ongoing={self.ongoing}, short={self.short!r}, reset_start={self.reset_start})"
+        )
 
 
 @dataclass
@@ -192,7 +250,29 @@ class ReplayConfig:
     """``capacity`` in agent steps (all envs together); ``storage`` memory or disk (memory-mapped)."""
 
     capacity: int = 2_000_000
+    """Stored agent steps, all envs together; the oldest are overwritten."""
     storage: str = "memory"
+    """``memory`` or ``disk`` (memory-mapped in the run directory)."""
+    reset_start: bool = False
+    """Flag every window's first step ``is_first``, so the RSSM starts it from a zero state and action."""
+
+
+@dataclass
+class EpisodesConfig(ReplayConfig):
+    """The episode samplers' choices; the defaults are the official DreamerV2 replay."""
+
+    ongoing: bool = False
+    """Also draw each env's unfinished newest episode (official ``ongoing: False``: complete episodes only)."""
+    short: str = "skip"
+    """Episodes of at most ``train.length`` steps: ``skip`` (official) or ``chain`` into the next ones."""
+    reset_start: bool = True
+    """Flag every window's first step ``is_first``, so a mid-episode window starts from a zero state and
+    action (official HEAD); false keeps the stored previous action there (the state starts from zeros
+    anyway), as 0216d33 and DreamerV1 did."""
+
+    def check(self) -> None:
+        if self.short not in SHORT:
+            raise unknown("short", self.short, SHORT)
 
 
 class Replay:
@@ -230,7 +310,14 @@ class Replay:
 
     def sample(self, batch: int) -> TensorDict:
         """``batch`` windows of ``length`` consecutive steps, as a TensorDict ``[batch, length]``."""
-        return self.buffer.sample(batch)
+        windows = self.buffer.sample(batch)  # gathered: a copy, so the flag below leaves the storage alone
+        if self.buffer.sampler.reset_start:
+            windows["is_first"][:, 0] = True
+        return windows
+
+    def ready(self) -> bool:
+        """Whether :meth:`sample` can draw a window from what is stored."""
+        return self.buffer.storage.initialized and self.buffer.sampler.ready(self.buffer.storage)
 
     @property
     def steps(self) -> int:
@@ -283,18 +370,22 @@ class Replay:
 @register("replay", "uniform", ReplayConfig)
 def uniform(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
     """Uniform windows over the stored streams."""
-    return Replay(cfg, UniformSampler(length, num_envs, seed), num_envs, length, directory)
+    return Replay(cfg, UniformSampler(length, num_envs, seed, cfg.reset_start), num_envs, length, directory)
 
 
-@register("replay", "episodes", ReplayConfig)
-def episodes(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
+def _episode_sampler(cfg: EpisodesConfig, length: int, num_envs: int, seed: int, ends: bool) -> EpisodeSampler:
+    return EpisodeSampler(length, num_envs, seed, ends, cfg.ongoing, cfg.short, cfg.reset_start)
+
+
+@register("replay", "episodes", EpisodesConfig)
+def episodes(cfg: EpisodesConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0) -> Replay:
     """Episodes drawn uniformly, then a window inside each (the official DreamerV2 replay)."""
-    return Replay(cfg, EpisodeSampler(length, num_envs, seed), num_envs, length, directory)
+    return Replay(cfg, _episode_sampler(cfg, length, num_envs, seed, False), num_envs, length, directory)
 
 
-@register("replay", "prioritize_ends", ReplayConfig)
+@register("replay", "prioritize_ends", EpisodesConfig)
 def prioritize_ends(
-    cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0
+    cfg: EpisodesConfig, *, num_envs: int, length: int, directory: str | None = None, seed: int = 0
 ) -> Replay:
     """``episodes`` with each episode's last window drawn ``length`` times as often (DreamerV2 Atari)."""
-    return Replay(cfg, EpisodeSampler(length, num_envs, seed, prioritize_ends=True), num_envs, length, directory)
+    return Replay(cfg, _episode_sampler(cfg, length, num_envs, seed, True), num_envs, length, directory)

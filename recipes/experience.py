@@ -8,8 +8,11 @@ Interleaving: every update replays ``batch * length`` steps; updates are due
 while ``updates * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``,
 where ``pretrain`` counts ``train.pretrain + train.world_model_pretrain``.
 Before the first update, ``prefill`` agent steps are collected with uniform
-random actions; the pretrain updates follow at once (the agent decides which of
-them train the world model alone).
+random actions, and more until the replay can draw a window (the official
+replay draws only complete episodes longer than a window; its prefill, too, runs
+until an episode has ended). The pretrain updates follow at once (the agent
+decides which of them train the world model alone), with the updates the train
+ratio owes any steps collected past the prefill.
 
 In data-parallel training every rank runs this pipeline on its own environments
 and replay shard; ``train.steps`` and ``train.prefill`` are global budgets split
@@ -36,6 +39,9 @@ from torch.profiler import record_function
 from recipes.config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+WAIT_EPISODES = 100
+"""Episodes that may end after the prefill without the replay being able to draw a window."""
 
 
 class Experience:
@@ -66,6 +72,7 @@ class Experience:
         self._restarts_in_a_row = 0
         self.finished: deque = deque(maxlen=1000)  # (agent_steps, return, length) not yet logged
         self.last_return = float("nan")
+        self.longest_episode = 0  # agent steps of the longest episode seen, for the error below
         self._reset_envs(seed)
         self._start_time, self._start_steps = time.time(), 0
 
@@ -147,6 +154,7 @@ class Experience:
         for i in np.flatnonzero(last):
             self.episodes += 1
             self.last_return = float(self._ep_return[i])
+            self.longest_episode = max(self.longest_episode, int(self._ep_length[i]))
             self.finished.append((self.agent_steps, self.last_return, int(self._ep_length[i])))
 
     def updates_due(self) -> bool:
@@ -160,7 +168,7 @@ class Experience:
     def total_updates(self) -> int:
         """The number of updates this rank will have made when its share of ``cfg.steps`` is collected."""
         c = self.cfg
-        final_steps = math.ceil(max(self.steps, self.prefill) / self.num_envs) * self.num_envs
+        final_steps = max(math.ceil(max(self.steps, self.prefill) / self.num_envs) * self.num_envs, self.agent_steps)
         return math.ceil(self._replay_budget(final_steps) / (c.batch * c.length))
 
     def _replay_budget(self, agent_steps: int) -> float:
@@ -175,8 +183,7 @@ class Experience:
         """Collect until this rank's share of ``cfg.steps``, yielding one ``[B, T]`` batch per due update."""
         while self.agent_steps < self.prefill:
             self.step(None)
-        while self.replay.steps < self.cfg.length:  # a resumed run whose replay was in memory
-            self.step(policy)
+        self._collect_until_drawable(policy if self.updates else None)  # resumed: a memory replay refills
         self._start_time, self._start_steps = time.time(), self.agent_steps
         self.start_updates = self.updates
         while self.agent_steps < self.steps or self.updates_due():
@@ -188,6 +195,22 @@ class Experience:
             else:
                 with record_function("collect"):
                     self.step(policy)
+
+    def _collect_until_drawable(self, policy: Callable[[TensorDict], torch.Tensor] | None) -> None:
+        """Step until the replay can draw a window; a clear error if episodes keep ending too short."""
+        if self.replay.ready():
+            return
+        log.info("collecting until the replay holds an episode to draw a window of %d steps from", self.cfg.length)
+        start = self.episodes
+        while not self.replay.ready():
+            if self.episodes - start >= WAIT_EPISODES:
+                raise RuntimeError(
+                    f"{WAIT_EPISODES} episodes ended after the prefill and the replay still cannot draw a window "
+                    f"of train.length={self.cfg.length} steps (longest episode: {self.longest_episode} steps; "
+                    "the replay draws only complete episodes longer than a window): lower train.length, or let "
+                    "windows run across episodes with replay.short=chain replay.ongoing=true"
+                )
+            self.step(policy)
 
     def close(self) -> None:
         """Close the environments."""

@@ -58,7 +58,8 @@ def test_a_step_that_cannot_compile_runs_eagerly(monkeypatch, caplog):
 @pytest.mark.parametrize("recipe", ["dreamerv2_cartpole", "dreamerv2_dmc"])
 def test_bf16_autocast_matches_fp32_losses(make_cfg, recipe):
     """What Lightning's ``bf16-mixed`` wraps the update in; the DMC recipe covers the conv encoder and decoder."""
-    module, experience, _ = build(make_cfg(f"recipe={recipe}", "debug=smoke", "logger=none"))
+    # any stored window will do: uniform draws before the recipe's sampler holds a complete episode
+    module, experience, _ = build(make_cfg(f"recipe={recipe}", "debug=smoke", "logger=none", "replay=uniform"))
     while experience.replay.steps < 40:
         experience.step(None)
     batch = experience.replay.sample(4)

@@ -32,7 +32,7 @@ def test_atari_recipe_has_the_paper_hyperparameters(make_cfg):
         "noops": 30,
         "life_done": False,
         "time_limit": 108000,
-        "full_action_space": False,
+        "full_action_space": True,
     }
     assert (run.model.rssm.deter, run.model.rssm.hidden) == (600, 600)
     assert (c["latent"]["variables"], c["latent"]["classes"]) == (32, 32)
@@ -45,7 +45,7 @@ def test_atari_recipe_has_the_paper_hyperparameters(make_cfg):
     assert (run.model.opt.eps, run.model.opt.clip, run.model.opt.wd) == (1e-5, 100.0, 1e-6)
     b = run.behavior
     assert (b.discount, b.lambda_, b.horizon, b.ent_scale, b.slow_critic_every) == (0.999, 0.95, 15, 1e-3, 100)
-    assert (run.train.batch, run.train.length, run.train.prefill) == (50, 50, 200_000)
+    assert (run.train.batch, run.train.length, run.train.prefill) == (50, 50, 50_000)
     assert run.train.train_ratio == 50 * 50 / 16
     assert run.model.reward_transform == "tanh"
 
@@ -55,11 +55,38 @@ def test_dmc_recipe_has_the_paper_hyperparameters(make_cfg):
     assert c["env"]["action_repeat"] == 2 and c["env"]["size"] == 64
     assert (run.model.rssm.deter, run.model.rssm.hidden) == (200, 200)
     assert c["kl"]["free"] == 1.0 and c["kl"]["scale"] == 1.0
-    assert c["actor_grad"]["name"] == "dynamics" and c["replay"]["name"] == "uniform"
+    assert c["actor_grad"]["name"] == "dynamics" and c["replay"]["name"] == "episodes"
     assert run.model.discount_head is None and run.model.grad_heads == ["decoder", "reward"]
     assert (run.model.opt.lr, run.behavior.actor_opt.lr, run.behavior.critic_opt.lr) == (3e-4, 8e-5, 8e-5)
     assert (run.behavior.discount, run.behavior.ent_scale) == (0.99, 1e-4)
-    assert (run.train.prefill, run.train.pretrain, run.train.train_ratio) == (5000, 100, 500)
+    assert (run.train.prefill, run.train.pretrain, run.train.train_ratio) == (2500, 100, 500)
+    assert c["env"]["fast_render"] is False  # the official frames: MuJoCo's default quality
+
+
+OFFICIAL_REPLAY = {"ongoing": False, "short": "skip", "reset_start": True}
+
+
+@pytest.mark.parametrize(
+    "recipe, prefill, replay",
+    [
+        # 0216d33 divides its prefill by the action repeat: Atari 200000 frames / 4, DMC 5000 / 2
+        ("dreamerv2_atari", 50_000, {"name": "prioritize_ends", **OFFICIAL_REPLAY}),
+        ("dreamerv2_atari_nokl", 50_000, {"name": "prioritize_ends", **OFFICIAL_REPLAY}),
+        ("dreamerv2_dmc", 2_500, {"name": "episodes", **OFFICIAL_REPLAY}),
+        # DreamerV1: 5000 frames / 2, and windows kept the stored previous action
+        ("dreamerv1_dmc", 2_500, {"name": "episodes", **OFFICIAL_REPLAY, "reset_start": False}),
+        # the sanity recipe chains CartPole's short episodes (its YAML says why)
+        (
+            "dreamerv2_cartpole",
+            1_000,
+            {"name": "prioritize_ends", "ongoing": True, "short": "chain", "reset_start": False},
+        ),
+    ],
+)
+def test_recipes_prefill_in_agent_steps_and_replay_as_the_official_code(make_cfg, recipe, prefill, replay):
+    run, c = validate(make_cfg(f"recipe={recipe}"))
+    assert run.train.prefill == prefill
+    assert {k: c["replay"][k] for k in replay} == replay
 
 
 def test_v1_recipe_is_gaussian_plain_dynamics(make_cfg):

@@ -43,13 +43,14 @@ def test_atari_preprocessing_shapes_and_settings():
     ale_env = env.unwrapped
     assert ale_env._frameskip == 1  # the emulator repeats nothing itself: AtariPreprocessing does
     assert ale_env.ale.getFloat("repeat_action_probability") == pytest.approx(0.25)
-    assert env.action_space.n == 6 == len(ale_env.ale.getMinimalActionSet())  # Pong's minimal action set
+    assert env.action_space.n == 18  # the full action set, as the official code at the scores' commit
     assert env.metadata["action_repeat"] == 4
     colour = make(
-        {"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": True, "sticky": 0.0}
+        {"name": "atari", "task": "space_invaders", "grayscale": False, "full_action_space": False, "sticky": 0.0}
     )
     obs, _ = colour.reset(seed=0)
-    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8 and colour.action_space.n == 18
+    assert obs["image"].shape == (3, 64, 64) and obs["image"].dtype == np.uint8
+    assert colour.action_space.n == 6 == len(colour.unwrapped.ale.getMinimalActionSet())  # the game's minimal set
     assert colour.unwrapped.spec.id == "ALE/SpaceInvaders-v5"
     assert colour.unwrapped.ale.getFloat("repeat_action_probability") == 0.0
 
@@ -106,7 +107,6 @@ def test_dmc_pixels_action_repeat_and_time_limit():
     check_obs(env, obs, first=True)
     assert os.environ.get("MUJOCO_GL")  # chosen (or given) before dm_control was imported
     dmc = env.unwrapped.dmc
-    assert dmc.physics.model.vis.quality.shadowsize == 0 and dmc.physics.model.vis.quality.offsamples == 0
     t0 = dmc.physics.data.time
     obs, reward, terminated, truncated, _ = env.step(np.zeros(1, np.float32))
     check_obs(env, obs, first=False)
@@ -117,6 +117,22 @@ def test_dmc_pixels_action_repeat_and_time_limit():
     obs, reward, terminated, truncated, _ = env.step(np.zeros(1, np.float32))  # 5 agent steps x 2 = 10
     assert truncated and not terminated and obs["is_last"] and not obs["is_terminal"]
     assert env_info(env) == EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
+
+
+def test_dmc_renders_at_default_quality_unless_fast_render_is_asked_for():
+    """The official frames have MuJoCo's multisampling, shadows and reflections; ``fast_render`` drops them."""
+    default = make({"name": "dmc", "task": "cartpole_balance"})
+    fast = make({"name": "dmc", "task": "cartpole_balance", "fast_render": True})
+    quality = default.unwrapped.dmc.physics.model.vis.quality
+    assert quality.offsamples > 0 and quality.shadowsize > 0
+    assert default.unwrapped.dmc.physics.model.light_castshadow.any()
+    quality = fast.unwrapped.dmc.physics.model.vis.quality
+    assert quality.offsamples == 0 and quality.shadowsize == 0
+    assert not fast.unwrapped.dmc.physics.model.light_castshadow.any()
+    pretty, plain = default.reset(seed=0)[0]["image"], fast.reset(seed=0)[0]["image"]
+    assert default.unwrapped.dmc.physics.data.qpos.tolist() == fast.unwrapped.dmc.physics.data.qpos.tolist()
+    assert np.abs(pretty.astype(int) - plain.astype(int)).mean() > 1  # the same state, drawn differently
+    default.close(), fast.close()
 
 
 def test_dmc_proprio_keys_and_unit_actions():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 import registry
@@ -70,3 +72,40 @@ def test_world_model_pretrain_updates_follow_the_prefill_with_the_pretrain_ones(
     steps_at_update = [exp.agent_steps for _ in exp.batches(policy=lambda obs: exp.random_action())]
     assert steps_at_update[:8] == [40] * 8 and steps_at_update[8] > 40
     assert len(steps_at_update) == exp.total_updates == 3 + 5 + 2 * (exp.agent_steps - cfg.prefill)
+
+
+def _official_experience(cfg: TrainConfig) -> Experience:
+    def make_envs():
+        return make_vector_env({"name": "gym", "task": "CartPole-v1"}, 2, seed=0)
+
+    replay = registry.build("replay", {"name": "episodes", "capacity": 20_000}, num_envs=2, length=cfg.length)
+    return Experience(make_envs, env_info(make_envs()), replay, cfg, seed=0)
+
+
+def test_first_batch_waits_for_a_complete_episode_longer_than_a_window():
+    """Random CartPole episodes last about 22 steps: after a prefill of 8 the official replay has no
+    complete episode of more than 30 steps, so collection goes on (at random) until one has ended."""
+    exp = _official_experience(TrainConfig(length=30, prefill=8, steps=10, batch=4, train_ratio=60, pretrain=1))
+    batches = list(exp.batches(policy=None))
+    batch = batches[0]
+    storage = exp.replay.buffer.storage
+    ended = storage._storage["is_last"][: exp.replay.steps]
+    starts = storage._storage["is_first"][: exp.replay.steps]
+    assert exp.agent_steps > 2 * 30 and exp.replay.ready()
+    # some env's stored stream has an episode of more than 30 steps that ended
+    longest = 0
+    for e in range(2):
+        first, last = starts[:, e].nonzero().flatten().tolist(), ended[:, e].nonzero().flatten().tolist()
+        longest = max([b - a + 1 for a in first for b in last if b >= a and not starts[a + 1 : b + 1, e].any()] + [0])
+    assert longest > 30
+    assert batch.batch_size == (4, 30) and batch["is_first"][:, 0].all()
+    # the updates the train ratio owes the steps collected past the prefill follow the pretrain one
+    owed = math.ceil(60 * (exp.agent_steps - exp.prefill) / 120)  # prefill: at least one window, 30
+    assert len(batches) == exp.updates == exp.total_updates == 1 + owed
+
+
+def test_a_window_no_episode_can_fill_is_a_clear_error_not_a_hang():
+    exp = _official_experience(TrainConfig(length=600, prefill=600, steps=700, batch=4))  # CartPole stops at 500
+    with pytest.raises(RuntimeError, match=r"100 episodes ended after the prefill .* train.length=600.*longest"):
+        next(exp.batches(policy=None))
+    assert exp.episodes >= 100

@@ -57,7 +57,11 @@ def _alarm(signum, frame):
     numbers=st.fixed_dictionaries({}, optional=NUMBERS),
 )
 def test_any_combination_runs_or_fails_with_a_config_error(make_cfg, env, choice, numbers):
-    overrides = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", f"env.task={env}", "train.steps=60"]
+    # Pendulum's episodes last 200 steps: a prefill of 200 holds one, so the official replay can draw
+    # at once, and 30 steps of training follow (without it the updates owed to the steps collected
+    # while waiting for an episode could outlast the 60 s limit)
+    base = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=none", f"env.task={env}"]
+    overrides = [*base, "train.prefill=200", "train.steps=230"]
     overrides += [f"{k}={v}" for k, v in choice.items()] + [f"{k}={v}" for k, v in numbers.items()]
     cfg = make_cfg(*overrides)
     previous = signal.signal(signal.SIGALRM, _alarm)
@@ -69,7 +73,7 @@ def test_any_combination_runs_or_fails_with_a_config_error(make_cfg, env, choice
         message = str(err)
         assert message and "\n" not in message.strip()  # one clear line naming what was wrong
     else:
-        assert summary["agent_steps"] >= 60 and summary["updates"] > 0
+        assert summary["agent_steps"] >= 230 and summary["updates"] > 0
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -10,10 +10,15 @@ import torch
 from tensordict import TensorDict
 
 import registry
-from components.replay import EpisodeSampler, ReplayConfig, episodes, prioritize_ends, stream, uniform
+from components.replay import EpisodeSampler, EpisodesConfig, ReplayConfig, episodes, prioritize_ends, stream, uniform
 from registry import ConfigError
 
 SAMPLERS = [uniform, episodes, prioritize_ends]
+
+
+def config(make, **values) -> ReplayConfig:
+    """The config ``make`` takes, with its defaults (the official sampling for the episode samplers)."""
+    return (ReplayConfig if make is uniform else EpisodesConfig)(**values)
 
 
 def fill(replay, steps: int, num_envs: int, episode_len: int | tuple = 7) -> None:
@@ -35,7 +40,7 @@ def fill(replay, steps: int, num_envs: int, episode_len: int | tuple = 7) -> Non
 
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_are_contiguous_within_one_env(make):
-    replay = make(ReplayConfig(capacity=200), num_envs=2, length=6, seed=1)
+    replay = make(config(make, capacity=200), num_envs=2, length=6, seed=1)
     fill(replay, 60, 2)
     batch = replay.sample(64)
     assert batch.batch_size == torch.Size([64, 6])
@@ -46,17 +51,17 @@ def test_windows_are_contiguous_within_one_env(make):
 
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_never_cross_the_circular_seam(make):
-    replay = make(ReplayConfig(capacity=20), num_envs=1, length=5, seed=0)
-    fill(replay, 47, 1)  # 20 rows kept: steps 27..46
+    replay = make(config(make, capacity=20), num_envs=1, length=5, seed=0)
+    fill(replay, 49, 1)  # 20 rows kept: steps 29..48, the oldest episode cut to 29..34, the newest complete
     t = torch.cat([replay.sample(32)["t"] for _ in range(50)])
-    assert t.min() == 27 and t.max() == 46  # the oldest and the newest kept steps are both reachable
+    assert t.min() == 29 and t.max() == 48  # the oldest and the newest kept steps are both reachable
     assert torch.all(t[:, 1:] - t[:, :-1] == 1)
     assert len(replay) == 20 and replay.steps == 20
 
 
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_windows_never_include_unwritten_slots(make):
-    replay = make(ReplayConfig(capacity=3000), num_envs=3, length=5, seed=2)
+    replay = make(config(make, capacity=3000), num_envs=3, length=5, seed=2)
     fill(replay, 12, 3)  # 12 of 1000 rows written
     t = replay.sample(2000)["t"]
     assert torch.all(t % 1000 <= 11)
@@ -77,7 +82,7 @@ def test_episode_boundaries_inside_a_window_are_marked_by_is_first():
 
 
 def _start_counts(make, draws: int, length: int, episode_len: int, steps: int) -> Counter:
-    replay = make(ReplayConfig(capacity=1000), num_envs=1, length=length, seed=3)
+    replay = make(config(make, capacity=1000), num_envs=1, length=length, seed=3)
     fill(replay, steps, 1, episode_len=episode_len)
     counts = Counter()
     for _ in range(draws // 500):
@@ -98,7 +103,7 @@ def test_uniform_start_distribution_is_flat():
 def test_episodes_are_drawn_uniformly_whatever_their_length():
     """Env 0 stores 20 episodes of 5 steps, env 1 two of 50: each of the 22 is drawn equally often
     (a step-uniform sampler would give env 0's short episodes half the draws, not 20/22)."""
-    replay = episodes(ReplayConfig(capacity=200), num_envs=2, length=4, seed=5)
+    replay = episodes(EpisodesConfig(capacity=200), num_envs=2, length=4, seed=5)
     fill(replay, 100, 2, episode_len=(5, 50))
     draws = 44_000
     counts = Counter()
@@ -124,8 +129,8 @@ def test_prioritize_ends_draws_each_episodes_last_window_length_times_as_often()
         assert abs(counts[a] - length * unit) < 5 * math.sqrt(length * unit), (a, counts[a])
 
 
-def test_episodes_shorter_than_a_window_start_it_and_run_on():
-    replay = episodes(ReplayConfig(capacity=100), num_envs=1, length=10, seed=1)
+def test_with_short_chain_episodes_shorter_than_a_window_start_it_and_run_on():
+    replay = episodes(EpisodesConfig(capacity=100, short="chain", ongoing=True), num_envs=1, length=10, seed=1)
     fill(replay, 40, 1, episode_len=3)
     t = replay.sample(500)["t"]
     starts = set(t[:, 0].tolist())
@@ -133,10 +138,97 @@ def test_episodes_shorter_than_a_window_start_it_and_run_on():
     assert torch.all(t[:, 1:] - t[:, :-1] == 1) and t.max() <= 39  # the last episodes are clamped to fit
 
 
+@pytest.mark.parametrize("make", [episodes, prioritize_ends])
+def test_every_window_starts_with_is_first_and_the_storage_keeps_its_flags(make):
+    replay = make(EpisodesConfig(capacity=100), num_envs=2, length=4, seed=0)
+    fill(replay, 40, 2)
+    stored = replay.buffer.storage._storage["is_first"][:40].clone()
+    batch = replay.sample(500)
+    assert torch.all(batch["is_first"][:, 0])  # the RSSM starts every window from a zero state and action
+    assert not batch["is_first"][:, 1:].any()  # a window lies inside one episode
+    assert torch.any(batch["t"][:, 0] % 1000 % 7 != 0)  # mid-episode starts were drawn, and flagged
+    assert torch.equal(replay.buffer.storage._storage["is_first"][:40], stored)
+
+    kept = make(EpisodesConfig(capacity=100, reset_start=False), num_envs=2, length=4, seed=0)
+    fill(kept, 40, 2)
+    batch = kept.sample(500)
+    assert torch.equal(batch["is_first"], batch["t"] % 1000 % 7 == 0)  # the option keeps the stored flags
+
+
+@pytest.mark.parametrize("make", [episodes, prioritize_ends])
+def test_no_window_comes_from_an_unfinished_episode(make):
+    """Env 0: episodes of 7 steps, env 1 of 5. After 33 steps env 0's newest episode (28..32) is
+    unfinished, env 1's (30..34) too; both are long enough for a window of 4."""
+    replay = make(EpisodesConfig(capacity=200), num_envs=2, length=4, seed=0)
+    fill(replay, 33, 2, episode_len=(7, 5))
+    t = torch.cat([replay.sample(500)["t"] for _ in range(4)])
+    env, step = t // 1000, t % 1000
+    assert step[env == 0].max() == 27 and step[env == 1].max() == 29  # the last complete episodes' ends
+    for _ in range(2):  # env 1's episode 30..34 ends (is_last at 34); env 0's goes on
+        replay.add(
+            TensorDict(
+                {
+                    "t": torch.tensor([replay.steps, 1000 + replay.steps]),
+                    "is_first": torch.tensor([False, False]),
+                    "is_last": torch.tensor([False, replay.steps == 34]),
+                    "reward": torch.zeros(2),
+                },
+                batch_size=[2],
+            )
+        )
+    t = torch.cat([replay.sample(500)["t"] for _ in range(4)])
+    env, step = t // 1000, t % 1000
+    assert step[env == 0].max() == 27 and step[env == 1].max() == 34
+
+    ongoing = make(EpisodesConfig(capacity=200, ongoing=True), num_envs=2, length=4, seed=0)
+    fill(ongoing, 33, 2, episode_len=(7, 5))
+    t = torch.cat([ongoing.sample(500)["t"] for _ in range(4)])
+    assert (t % 1000).max() == 32  # the option draws the unfinished episodes
+
+
+@pytest.mark.parametrize("make", [episodes, prioritize_ends])
+def test_episodes_no_longer_than_a_window_are_never_sampled(make):
+    """Env 0 stores episodes of 4 steps: one window, but the official replay needs more than
+    ``length`` stored steps (its ``minlen`` counts the steps after the reset one). Env 1's are 12."""
+    replay = make(EpisodesConfig(capacity=200), num_envs=2, length=4, seed=0)
+    fill(replay, 36, 2, episode_len=(4, 12))
+    t = torch.cat([replay.sample(500)["t"] for _ in range(4)])
+    assert torch.all(t // 1000 == 1)  # env 0's episodes are skipped whatever their number
+    chained = make(EpisodesConfig(capacity=200, short="chain"), num_envs=2, length=4, seed=0)
+    fill(chained, 36, 2, episode_len=(4, 12))
+    assert torch.any(chained.sample(500)["t"] // 1000 == 0)
+
+
+def test_with_no_episode_to_draw_from_sampling_is_a_clear_error_and_ready_says_so():
+    replay = episodes(EpisodesConfig(capacity=200), num_envs=1, length=8, seed=0)
+    assert not replay.ready()
+    fill(replay, 20, 1, episode_len=6)  # three complete episodes of 6 steps, none longer than 8
+    assert not replay.ready()
+    with pytest.raises(RuntimeError, match=r"no complete episode of more than 8 steps.*the longest of 6 steps"):
+        replay.sample(2)
+    fill(replay, 20, 1, episode_len=10)  # steps 0..19 again: episodes 0..9 and 10..19, both complete
+    assert replay.ready() and replay.sample(2).batch_size == (2, 8)
+
+
+def test_episode_sampler_options_are_checked():
+    with pytest.raises(ConfigError, match=r"replay.short: unknown 'drop'; valid: skip, chain"):
+        registry.build("replay", {"name": "episodes", "short": "drop"}, num_envs=1, length=4)
+    with pytest.raises(ConfigError, match=r"replay.ongoing.*valid keys: capacity, storage, reset_start\)"):
+        registry.build("replay", {"name": "uniform", "ongoing": True}, num_envs=1, length=4)
+
+
+def test_uniform_windows_start_with_is_first_when_asked():
+    replay = uniform(ReplayConfig(capacity=100, reset_start=True), num_envs=1, length=5, seed=0)
+    fill(replay, 40, 1)
+    batch = replay.sample(200)
+    assert batch["is_first"][:, 0].all()
+    assert torch.equal(batch["is_first"][:, 1:], batch["t"][:, 1:] % 7 == 0)  # later starts as stored
+
+
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_same_seed_same_samples(make):
     def build(seed):
-        r = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=seed)
+        r = make(config(make, capacity=100), num_envs=2, length=4, seed=seed)
         fill(r, 30, 2)
         return r
 
@@ -147,8 +239,8 @@ def test_same_seed_same_samples(make):
 
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_state_round_trip_resumes_the_sample_sequence(make):
-    a = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=7)
-    b = make(ReplayConfig(capacity=100), num_envs=2, length=4, seed=123)
+    a = make(config(make, capacity=100), num_envs=2, length=4, seed=7)
+    b = make(config(make, capacity=100), num_envs=2, length=4, seed=123)
     fill(a, 30, 2), fill(b, 30, 2)
     a.sample(16)
     state = a.state_dict()
@@ -168,7 +260,7 @@ def test_disk_storage_is_memory_mapped_in_the_directory(tmp_path):
 
 @pytest.mark.parametrize("make", SAMPLERS)
 def test_disk_replay_reopens_in_place_from_its_state(tmp_path, make):
-    cfg = ReplayConfig(capacity=64, storage="disk")
+    cfg = config(make, capacity=64, storage="disk")
     replay = make(cfg, num_envs=2, length=4, directory=str(tmp_path), seed=0)
     fill(replay, 30, 2)
     state = replay.state_dict()
@@ -270,7 +362,8 @@ def test_disk_replay_keeps_host_memory_flat(tmp_path):
 def test_episode_index_kept_while_writing_equals_a_full_scan():
     """The episode starts indexed write by write (and across the circular overwrite) are those a
     scan of every stored flag finds; so are they after many writes between two samples."""
-    replay = episodes(ReplayConfig(capacity=3 * 40), num_envs=3, length=4, seed=0)
+    cfg = EpisodesConfig(capacity=3 * 40, ongoing=True, short="chain")  # any episode will do: no is_last here
+    replay = episodes(cfg, num_envs=3, length=4, seed=0)
     sampler, storage = replay.buffer.sampler, replay.buffer.storage
     rng = torch.Generator().manual_seed(0)
     left = [0, 0, 0]  # steps left in each env's current episode

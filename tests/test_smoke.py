@@ -31,8 +31,8 @@ def _check(summary: dict, cfg) -> None:
         ["recipe=dreamerv2_cartpole", "actor_grad=mix", "replay=prioritize_ends", "model.grad_heads=[reward,discount]"],
         ["recipe=dreamerv2_atari", "env.time_limit=400"],
         ["recipe=dreamerv2_atari_nokl", "encoder=conv", "decoder=conv", "env.time_limit=400"],
-        ["recipe=dreamerv2_dmc"],
-        ["recipe=dreamerv1_dmc", "env.proprio=true"],
+        ["recipe=dreamerv2_dmc", "env.time_limit=60"],  # episodes of 30 steps: complete within the prefill
+        ["recipe=dreamerv1_dmc", "env.proprio=true", "env.time_limit=60"],
     ],
     ids=[
         "cartpole",
@@ -195,8 +195,8 @@ def test_periodic_eval_and_open_loop_videos(make_cfg):
 def test_open_loop_prediction_builds_no_autograd_graph(make_cfg):
     from recipes.train import build
 
-    module, experience, _ = build(make_cfg("recipe=dreamerv2_dmc", "debug=smoke", "logger=none"))
-    while experience.replay.steps < 20:
+    module, experience, _ = build(make_cfg("recipe=dreamerv2_dmc", "debug=smoke", "logger=none", "env.time_limit=30"))
+    while experience.replay.steps < 20:  # an episode of 15 steps has ended: the replay can draw
         experience.step(None)
     batch = experience.replay.sample(2)
     experience.close()

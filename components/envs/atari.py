@@ -24,7 +24,8 @@ class AtariConfig:
     noops: int = 30
     life_done: bool = False
     time_limit: int = 108000
-    full_action_space: bool = False
+    full_action_space: bool = True
+    """All 18 ALE actions, as the official code at the scores' commit (0216d33); false: the game's minimal set."""
 
 
 def game_ids() -> dict[str, str]:
