@@ -28,9 +28,10 @@ It prints a table (quantity, official, ours, relative difference: for an array t
 are the root mean square of each side and the difference is max|official - ours| / max|official|;
 for a scalar |official - ours| / |official|, with 1e-6 as the smallest denominator) and ends with
 ``parity: OK (<n> quantities, max rel diff <x>)`` or ``parity: FAIL (<first quantity>)`` (exit 1).
-A quantity fails above ``--tol`` (1e-4). Before the table it lists the weights that did not map
-one to one (an official variable with no counterpart in ours, or a parameter of ours that no
-official variable sets), since those alone can explain a failure.
+A quantity fails above ``--tol`` (1e-4); a failing array names the index of its largest
+difference. Before the table it lists the weights that did not map one to one (an official
+variable with no counterpart in ours, or a parameter of ours that no official variable sets),
+since those alone can explain a failure.
 
 The official side runs in its own virtual environment (``--venv``, default ``runs/official-venv``),
 created on the first run and reused after; dreamerkit never imports it. It holds ``PINS``
@@ -803,7 +804,8 @@ def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, fea
 
     def add(name, o, u):
         o, u = np.asarray(o, np.float64), np.asarray(u, np.float64)
-        rows.append((f"{case}: {name}", o, u, rel_diff(o, u)))
+        where = np.unravel_index(np.argmax(np.abs(o - u)), o.shape) if o.ndim else ()
+        rows.append((f"{case}: {name}", o, u, rel_diff(o, u), tuple(int(i) for i in where)))
 
     add("embedding", official["embed"][..., embed_perm], ours["embed"])
     stats = "logits" if spec["config"]["rssm.discrete"] else "mean, std"
@@ -880,7 +882,7 @@ def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
     rows = rows_for(case, official, ours, grads, spec, feat_perm, embed_perm)
     for key, o, u in config_rows(package, section, ablation, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
-        rows.append((f"{case}: config {key}", o, u, 0.0 if same else float("inf")))
+        rows.append((f"{case}: config {key}", o, u, 0.0 if same else float("inf"), ()))
     return rows, [f"{case}: {line}" for line in report]
 
 
@@ -919,8 +921,8 @@ def main() -> None:
         print()
     width = max(len(r[0]) for r in rows)
     print(f"{'quantity':<{width}}  {'official':>16}  {'ours':>16}  {'rel diff':>9}")
-    for name, o, u, d in rows:
-        flag = "" if d <= args.tol else "  <-- differs"
+    for name, o, u, d, where in rows:
+        flag = "" if d <= args.tol else "  <-- differs" + (f" most at {list(where)}" if where else "")
         print(f"{name:<{width}}  {fmt(o):>16}  {fmt(u):>16}  {d:9.2e}{flag}")
     failed = [r for r in rows if not r[3] <= args.tol]
     if failed:
