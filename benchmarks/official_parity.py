@@ -46,7 +46,8 @@ What the worker patches to load 2021 code on today's TensorFlow (nothing else is
 - ``TF_USE_LEGACY_KERAS=1``: ``tensorflow.keras`` is tf-keras 2 (Keras 3 lacks the layers' API
   the code uses), and ``tensorflow.keras.mixed_precision.experimental`` (removed) is set to
   ``tensorflow.keras.mixed_precision``; precision 32 never reads it.
-- a stub ``gym`` module (``common/envs.py`` imports gym at the top; no environment is built);
+- an empty ``gym`` module where gym is not installed (``common/envs.py`` imports it at the top;
+  no environment is built);
 - the package folder on ``sys.path``, since its modules ``import common`` absolutely;
 - eager execution (``tf.config.run_functions_eagerly(True)``: the official ``jit: False``).
 
@@ -104,15 +105,17 @@ _CHECK_PINS = (
 )
 
 
-def ensure_venv(venv: Path) -> Path:
-    """The Python of ``venv``, created with ``python -m venv`` and given ``PINS`` and ``OFFICIAL`` if it lacks them."""
+def ensure_venv(venv: Path, extra: list[str] = ()) -> Path:
+    """The Python of ``venv``, created with ``python -m venv`` and given ``PINS``, ``extra`` and ``OFFICIAL``
+    if it lacks them."""
     python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python is a link to the base one
     if not python.exists():
         print(f"# creating {venv}", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    if subprocess.run([str(python), "-c", _CHECK_PINS, *PINS, OFFICIAL], capture_output=True).returncode != 0:
-        print(f"# installing {' '.join(PINS)} and {OFFICIAL} (--no-deps) into {venv}", flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
+    pins = [*PINS, *extra]
+    if subprocess.run([str(python), "-c", _CHECK_PINS, *pins, OFFICIAL], capture_output=True).returncode != 0:
+        print(f"# installing {' '.join(pins)} and {OFFICIAL} (--no-deps) into {venv}", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", OFFICIAL], check=True)
     return python
 
@@ -174,13 +177,14 @@ def official_import(package: Path):
     """Import the official ``agent`` and ``common`` modules with the shim the module docstring lists."""
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import importlib.util
     import types
 
     import tensorflow as tf
 
     tf.keras.mixed_precision.experimental = tf.keras.mixed_precision
     sys.modules["tensorflow.keras.mixed_precision.experimental"] = tf.keras.mixed_precision
-    if "gym" not in sys.modules:
+    if importlib.util.find_spec("gym") is None:  # official_train.py's venv has the real one
         sys.modules["gym"] = types.ModuleType("gym")
     sys.path.insert(0, str(package))
     import agent

@@ -1,7 +1,9 @@
-"""benchmarks/official_parity.py: its weight mapping and fixed draws (fast), and the harness itself (slow)."""
+"""benchmarks/official_parity.py: its weight mapping and fixed draws (fast), and the harness itself (slow);
+benchmarks/official_train.py's environment process and train-script patch (fast)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -16,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 try:
     import official_parity
+    import official_train
 finally:
     sys.path.remove(str(ROOT / "benchmarks"))
 
@@ -76,6 +79,37 @@ def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fres
         draws.take((5,))
     with pytest.raises(RuntimeError, match="no fixed draw left for role 'action'"):
         draws.take((4,))
+
+
+def test_process_dmc_runs_the_official_env_class_in_a_spawned_process_without_tensorflow(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the spawned process imports official_train
+    envs = tmp_path / "envs.py"  # stands in for the official common/envs.py
+    envs.write_text(
+        "import os, sys\n"
+        "class DMC:\n"
+        "    def __init__(self, name, repeat):\n"
+        "        self.obs_space, self.act_space = {'task': name}, {'repeat': repeat}\n"
+        "    def step(self, action):\n"
+        "        return {'pid': os.getpid(), 'action': action, 'tf': 'tensorflow' in sys.modules}\n"
+        "    def reset(self):\n"
+        "        return {'pid': os.getpid(), 'is_first': True}\n"
+    )
+    monkeypatch.setattr(official_train.ProcessDMC, "envs_file", str(envs))
+    env = official_train.ProcessDMC("cartpole_balance", 2)
+    try:
+        assert (env.obs_space, env.act_space) == ({"task": "cartpole_balance"}, {"repeat": 2})
+        first, step = env.reset(), env.step({"action": [0.5]})
+    finally:
+        env.close()
+    assert first["is_first"] and step["action"] == {"action": [0.5]}
+    assert step["pid"] == first["pid"] != os.getpid() and not step["tf"]
+
+
+def test_the_official_train_script_loses_only_its_gpu_assert():
+    source = "  message = 'No GPU found.'\n" + official_train.GPU_ASSERT + "  run()\n"
+    assert official_train.cpu_train_source(source) == "  message = 'No GPU found.'\n  run()\n"
+    with pytest.raises(RuntimeError, match="no GPU assert"):
+        official_train.cpu_train_source("  run()\n")
 
 
 @pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1 min
