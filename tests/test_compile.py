@@ -9,15 +9,19 @@ import torch
 from recipes.train import build
 
 
-def losses_and_grads(make_cfg, batch, *overrides, recipe="dreamerv2_cartpole"):
-    """World-model and actor losses and world-model gradients of a freshly built (seeded) agent."""
+def losses_and_grads(make_cfg, batch, *overrides, recipe="dreamerv2_cartpole", autocast=None):
+    """World-model and actor losses and world-model gradients of a freshly built (seeded) agent,
+    computed under ``torch.autocast("cpu", autocast)`` if given. The agent is built outside it, as
+    Lightning does: autocast caches its casts of the weights for the whole region, so an agent built
+    inside would keep the casts of the weights from before their initialisation."""
     module, experience, _ = build(make_cfg(f"recipe={recipe}", "debug=smoke", "logger=none", *overrides))
     experience.close()
-    torch.manual_seed(0)
-    model_loss, post, _ = module.world_model.loss(batch)
-    model_loss.backward()
-    grads = [p.grad.clone() for p in module.world_model.parameters() if p.grad is not None]
-    actor_loss, critic_loss, _ = module.behavior.loss(module.world_model, post, batch["is_terminal"], 0)
+    with torch.autocast("cpu", dtype=autocast, enabled=autocast is not None):
+        torch.manual_seed(0)
+        model_loss, post, _ = module.world_model.loss(batch)
+        model_loss.backward()
+        grads = [p.grad.clone() for p in module.world_model.parameters() if p.grad is not None]
+        actor_loss, critic_loss, _ = module.behavior.loss(module.world_model, post, batch["is_terminal"], 0)
     return torch.stack([model_loss.detach(), actor_loss.detach(), critic_loss.detach()]), grads
 
 
@@ -66,13 +70,15 @@ def test_bf16_autocast_matches_fp32_losses(make_cfg, recipe):
     experience.close()
 
     full, full_grads = losses_and_grads(make_cfg, batch, recipe=recipe)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        half, half_grads = losses_and_grads(make_cfg, batch, recipe=recipe)
+    half, half_grads = losses_and_grads(make_cfg, batch, recipe=recipe, autocast=torch.bfloat16)
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
     torch.testing.assert_close(half, full, rtol=2e-2, atol=1e-2)
-    # bf16 keeps 8 bits of mantissa: the gradients agree in direction, not digit by digit
+    # bf16 keeps 8 bits of mantissa: the gradients agree in direction, not digit by digit. The bound
+    # leaves room for straight-through samples that flip where two logits nearly tie: with the Keras
+    # initialisation 3% of the CartPole batch's latent states draw another class in bf16, which alone
+    # takes the cosine to 0.9989 (0.99999 where none flips).
     cosine = torch.nn.functional.cosine_similarity(
         torch.cat([g.flatten() for g in half_grads]), torch.cat([g.flatten() for g in full_grads]), dim=0
     )
-    assert cosine > 0.999
+    assert cosine > 0.995
     assert not torch.equal(half, full)  # autocast ran in bf16
