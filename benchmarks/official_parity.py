@@ -1,0 +1,939 @@
+"""Number-by-number parity of dreamerkit's DreamerV2 with the official implementation (PyPI ``dreamerv2==2.2.0``).
+
+    python benchmarks/official_parity.py                        # every case, tiny size
+    python benchmarks/official_parity.py --cases dmc --size small
+
+For each case (``atari``: recipe dreamerv2_atari, REINFORCE, discount head; ``dmc``:
+dreamerv2_dmc, dynamics backpropagation, no discount head; the paper's ablations
+``atari_nokl``, plain KL, and ``atari_gaussian``, Gaussian latent with the official sigmoid2
+std) both implementations are built at ``--size`` from the same config, the official initial
+weights are copied into ours, and both are fed the same batch (``--batch`` x ``--length``
+random frames, actions, rewards, episode starts and terminals) with the same random draws:
+every categorical sample (posterior, prior, one-hot action) is the argmax of the logits plus
+Gumbel noise made from one fixed uniform tensor, every truncated-normal action the inverse CDF
+of one, and every Gaussian latent mean + std * (the normal inverse CDF of one), on both sides.
+Then it compares, fp32:
+
+- the embedding, the posterior and prior parameters over the whole sequence;
+- the KL before balancing and the KL loss after balancing and free nats (before its scale), every
+  reconstruction/reward/discount loss term and the world-model loss;
+- the features imagined from the last posterior state for ``--length`` fixed actions;
+- in the actor-critic update: the imagined features and actions, the discounts, the
+  lambda-returns, the actor loss and the critic loss;
+- the gradient norm of every module (encoder, RSSM input layer, GRU, prior head, posterior
+  head, decoder, reward, discount, actor, critic) after one backward pass of its loss;
+- the config values the official config section and our recipe should share.
+
+It prints a table (quantity, official, ours, relative difference: for an array the two columns
+are the root mean square of each side and the difference is max|official - ours| / max|official|;
+for a scalar |official - ours| / |official|, with 1e-6 as the smallest denominator) and ends with
+``parity: OK (<n> quantities, max rel diff <x>)`` or ``parity: FAIL (<first quantity>)`` (exit 1).
+A quantity fails above ``--tol`` (1e-4); a failing array names the index of its largest
+difference. Before the table it lists the weights that did not map one to one (an official
+variable with no counterpart in ours, or a parameter of ours that no official variable sets),
+since those alone can explain a failure.
+
+The official side runs in its own virtual environment (``--venv``, default ``runs/official-venv``),
+created on the first run and reused after; dreamerkit never imports it. It holds ``PINS``
+(TensorFlow's CPU build with the TensorFlow Probability and tf-keras releases that go with it)
+and ``dreamerv2==2.2.0`` installed with ``--no-deps`` (its own requirements pin nothing usable
+today). This file run with the venv's Python (``--worker DIR``) builds the official agent and
+talks to the main process through ``.npz`` files in ``DIR``: ``inputs.npz`` (batch and fixed
+noise) and ``spec.json`` in, ``official.npz`` (weights by variable path, gradients, results) out.
+
+What the worker patches to load 2021 code on today's TensorFlow (nothing else is changed):
+
+- ``TF_USE_LEGACY_KERAS=1``: ``tensorflow.keras`` is tf-keras 2 (Keras 3 lacks the layers' API
+  the code uses), and ``tensorflow.keras.mixed_precision.experimental`` (removed) is set to
+  ``tensorflow.keras.mixed_precision``; precision 32 never reads it.
+- an empty ``gym`` module where gym is not installed (``common/envs.py`` imports it at the top;
+  no environment is built);
+- the package folder on ``sys.path``, since its modules ``import common`` absolutely;
+- eager execution (``tf.config.run_functions_eagerly(True)``: the official ``jit: False``).
+
+What the harness instruments (the official code runs unchanged inside):
+
+- the random draws, as above: ``tfd.OneHotCategorical._sample_n``,
+  ``tfd.TruncatedNormal._sample_n`` and ``tfd.MultivariateNormalDiag.sample`` return samples
+  made from the fixed uniforms, in the order the
+  posterior, prior and actor ask for them (the official ``OneHotDist`` and ``TruncNormalDist``
+  add their straight-through gradient and clipping on top, as always). The inverse-CDF sample's
+  gradient equals TFP's implicit reparameterisation gradient at the same sample. The prior
+  samples the official ``obs_step`` draws and discards get fresh noise (ours draws none). On
+  our side ``torch.rand_like``, ``torch.rand``, ``OneHotCategorical.sample`` and
+  ``Normal.rsample`` are patched alike. A fixed draw left unused on either side is an error.
+- the three optimizers are replaced by recorders of the per-variable gradients of the loss
+  they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
+  including the slow critic's (its own initialisation on the first update), are read there.
+- ``WorldModel.loss``, ``WorldModel.imagine`` and ``ActorCritic.target`` are wrapped to keep
+  what they return (ours: ``RSSM.observe``, ``Behavior.imagine`` and ``lambda_return``).
+
+2.2.0 is danijar/dreamerv2 at 3a711b4. It predates HEAD's "Stop action gradient in reinforce
+estimator" (6504715), but TFP's ``OneHotCategorical.log_prob`` stops the gradient of its
+argument itself, so both lines compute the same gradients (checked with this harness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+PINS = ["tensorflow-cpu==2.21.0", "tensorflow-probability==0.25.0", "tf-keras==2.21.0", "ruamel.yaml==0.17.40"]
+OFFICIAL = "dreamerv2==2.2.0"
+# name -> (our recipe, our overrides, official config section, the ablation's official keys); Atari: discrete actions
+CASES = {
+    "atari": ("dreamerv2_atari", [], "atari", {}),
+    "atari_nokl": ("dreamerv2_atari_nokl", [], "atari", {"kl.balance": 0.5}),
+    "atari_gaussian": ("dreamerv2_atari", ["latent=gaussian"], "atari", {"rssm.discrete": False}),
+    "dmc": ("dreamerv2_dmc", [], "dmc_vision", {}),
+}
+LOW, HIGH = 1e-3, 1 - 1e-3  # range of the fixed uniforms: no sample sits on a bound
+_CHECK_PINS = (
+    "import sys, importlib.metadata as m\n"
+    "for pin in sys.argv[1:]:\n"
+    "    name, version = pin.split('==')\n"
+    "    assert m.version(name).split('+')[0] == version, pin\n"
+)
+
+
+def ensure_venv(venv: Path, extra: list[str] = ()) -> Path:
+    """The Python of ``venv``, created with ``python -m venv`` and given ``PINS``, ``extra`` and ``OFFICIAL``
+    if it lacks them."""
+    python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python is a link to the base one
+    if not python.exists():
+        print(f"# creating {venv}", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pins = [*PINS, *extra]
+    if subprocess.run([str(python), "-c", _CHECK_PINS, *pins, OFFICIAL], capture_output=True).returncode != 0:
+        print(f"# installing {' '.join(pins)} and {OFFICIAL} (--no-deps) into {venv}", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", OFFICIAL], check=True)
+    return python
+
+
+# -- the fixed random draws, shared by both sides ----------------------------------------------------
+
+
+class Draws:
+    """Fixed uniform tensors handed out per role in call order; a role with no queue gets fresh ones.
+
+    Roles: ``post`` (posterior samples of the filtering steps), ``prior`` (prior samples of the
+    imagination steps), ``observe_prior`` (the prior samples the official filtering step draws
+    and discards), ``action`` (actor samples outside the RSSM).
+    """
+
+    def __init__(self, seed: int = 123):
+        self.queues: dict[str, list[np.ndarray]] = {}
+        self.stack: list[str] = []
+        self.rng = np.random.default_rng(seed)
+
+    def set(self, role: str, arrays) -> None:
+        self.queues[role] = [np.asarray(a, np.float32) for a in arrays]
+
+    @contextmanager
+    def role(self, name: str):
+        self.stack.append(name)
+        try:
+            yield
+        finally:
+            self.stack.pop()
+
+    def current(self) -> str:
+        if not self.stack:
+            return "action"
+        if self.stack[-1] == "prior" and "post" in self.stack[:-1]:
+            return "observe_prior"
+        return self.stack[-1]
+
+    def take(self, shape) -> np.ndarray:
+        role, shape = self.current(), tuple(int(s) for s in shape)
+        queue = self.queues.get(role)
+        if queue is None:
+            return self.rng.uniform(LOW, HIGH, shape).astype(np.float32)
+        if not queue:
+            raise RuntimeError(f"no fixed draw left for role {role!r} (shape {shape})")
+        draw = queue.pop(0)
+        if int(np.prod(draw.shape)) != int(np.prod(shape)):
+            raise RuntimeError(f"fixed draw for role {role!r} has shape {draw.shape}, the sampler asks {shape}")
+        return draw.reshape(shape)
+
+    def left(self) -> dict[str, int]:
+        return {role: len(q) for role, q in self.queues.items() if q}
+
+
+# -- the official side (runs in the venv) -------------------------------------------------------------
+
+
+def official_import(package: Path):
+    """Import the official ``agent`` and ``common`` modules with the shim the module docstring lists."""
+    os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import importlib.util
+    import types
+
+    import tensorflow as tf
+
+    tf.keras.mixed_precision.experimental = tf.keras.mixed_precision
+    sys.modules["tensorflow.keras.mixed_precision.experimental"] = tf.keras.mixed_precision
+    if importlib.util.find_spec("gym") is None:  # official_train.py's venv has the real one
+        sys.modules["gym"] = types.ModuleType("gym")
+    sys.path.insert(0, str(package))
+    import agent
+    import common
+
+    tf.config.run_functions_eagerly(True)
+    return tf, agent, common
+
+
+class _Space:
+    """What the official agent reads of a gym space: ``shape`` and, for discrete actions, ``n``."""
+
+    def __init__(self, shape, n=None):
+        self.shape = tuple(shape)
+        if n is not None:
+            self.n = n
+
+
+def official_layers(common, module, prefix: str) -> dict:
+    """Keras layers of an official module by path (``rssm/img_in``, ``actor/out/std``, ...)."""
+    layers = {}
+    subs = dict(getattr(module, "_modules", {}))  # common.Module.get's registry
+    if isinstance(module, common.EnsembleRSSM):
+        subs["gru"] = module._cell._layer
+        if module._cell._norm:
+            subs["gru_norm"] = module._cell._norm
+    for name, sub in subs.items():
+        path = f"{prefix}/{name}"
+        if isinstance(sub, common.NormLayer):
+            if sub._layer is not None:
+                layers[path] = sub._layer
+        elif isinstance(sub, common.Module):
+            layers.update(official_layers(common, sub, path))
+        else:
+            layers[path] = sub
+    return layers
+
+
+def official_variables(common, modules: dict) -> dict:
+    """Every variable of ``modules`` by path (``rssm/gru/kernel``); fails if one is left out."""
+    out = {}
+    for prefix, module in modules.items():
+        for path, layer in official_layers(common, module, prefix).items():
+            for v in layer.weights:
+                out[f"{path}/{v.name.split('/')[-1].split(':')[0]}"] = v
+        missing = {id(v) for v in module.variables} - {id(v) for v in out.values()}
+        if missing:
+            raise RuntimeError(f"{len(missing)} variables of {prefix} have no path")
+    return out
+
+
+def worker(workdir: Path) -> None:
+    """Build the official agent, run one ``Agent.train`` with the fixed draws and save what it computed."""
+    spec = json.loads((workdir / "spec.json").read_text())
+    inputs = dict(np.load(workdir / "inputs.npz"))
+    package = Path(spec["package"])
+    tf, agent, common = official_import(package)
+    from ruamel.yaml import YAML
+    from tensorflow_probability import distributions as tfd
+
+    tf.keras.utils.set_random_seed(spec["seed"])  # Python, NumPy and TensorFlow: the same official weights each run
+    configs = YAML(typ="safe").load((package / "configs.yaml").read_text())
+    config = common.Config(configs["defaults"]).update(configs[spec["section"]]).update(spec["config"])
+
+    draws = Draws(spec["seed"])
+
+    def onehot_sample_n(self, n, seed=None):
+        logits = tf.convert_to_tensor(self.logits_parameter())
+        uniform = tf.constant(draws.take([n, *logits.shape]))
+        gumbel = -tf.math.log(-tf.math.log(uniform))
+        return tf.one_hot(tf.argmax(logits[None] + gumbel, -1), logits.shape[-1], dtype=self.dtype)
+
+    def trunc_normal_sample_n(self, n, seed=None):
+        loc, scale = tf.convert_to_tensor(self.loc), tf.convert_to_tensor(self.scale)
+        uniform = tf.constant(draws.take([n, *loc.shape]))
+        ndtr = lambda x: 0.5 * tf.math.erfc(-x / np.sqrt(2.0))  # noqa: E731
+        cdf_low, cdf_high = ndtr((self.low - loc) / scale), ndtr((self.high - loc) / scale)
+        return tf.math.ndtri(cdf_low + uniform * (cdf_high - cdf_low)) * scale + loc
+
+    def gaussian_sample(self, sample_shape=(), seed=None, name="sample"):  # the Gaussian latent's MVNDiag
+        loc, std = tf.convert_to_tensor(self.loc), self.stddev()
+        return loc + std * tf.math.ndtri(tf.constant(draws.take([*tf.TensorShape(sample_shape), *loc.shape])))
+
+    tfd.MultivariateNormalDiag.sample = gaussian_sample
+    tfd.OneHotCategorical._sample_n = onehot_sample_n
+    tfd.TruncatedNormal._sample_n = trunc_normal_sample_n
+    rssm_cls = common.EnsembleRSSM
+    obs_step, img_step = rssm_cls.obs_step.python_function, rssm_cls.img_step.python_function
+
+    def obs_step_in_role(self, *args, **kwargs):
+        with draws.role("post"):
+            return obs_step(self, *args, **kwargs)
+
+    def img_step_in_role(self, *args, **kwargs):
+        with draws.role("prior"):
+            return img_step(self, *args, **kwargs)
+
+    rssm_cls.obs_step, rssm_cls.img_step = obs_step_in_role, img_step_in_role
+
+    shape = tuple(spec["image_shape"])
+    obs_space = {"image": _Space(shape)}  # the encoder takes the batch shape from the first key
+    obs_space.update({k: _Space(()) for k in ("reward", "is_first", "is_last", "is_terminal")})
+    act_space = {"action": _Space((spec["action_dim"],), spec["action_dim"] if spec["discrete"] else None)}
+    agnt = agent.Agent(config, obs_space, act_space, common.Counter(0))
+    wm, ac = agnt.wm, agnt._task_behavior
+
+    saved: dict[str, np.ndarray] = {}
+    wm_modules = {"encoder": wm.encoder, "rssm": wm.rssm, **wm.heads}
+
+    class Recorder:
+        """Stands in for a ``common.Optimizer``: keeps the loss and its per-variable gradients, steps nothing."""
+
+        def __init__(self, name, modules):
+            self.name, self.modules = name, modules
+
+        def __call__(self, tape, loss, _modules):
+            variables = official_variables(common, self.modules)
+            grads = tape.gradient(loss, list(variables.values()))
+            saved[f"loss/{self.name}"] = loss.numpy()
+            for path, grad in zip(variables, grads):
+                saved[f"grad/{path}"] = np.zeros(variables[path].shape, np.float32) if grad is None else grad.numpy()
+            if self.name == "critic":  # the last to run in Agent.train: every variable exists, none has changed
+                everything = {**wm_modules, "actor": ac.actor, "critic": ac.critic, "target_critic": ac._target_critic}
+                for path, v in official_variables(common, everything).items():
+                    saved[f"weight/{path}"] = v.numpy()
+            return {}
+
+    wm.model_opt = Recorder("model", wm_modules)
+    ac.actor_opt = Recorder("actor", {"actor": ac.actor})
+    ac.critic_opt = Recorder("critic", {"critic": ac.critic})
+
+    captured = {}
+    wm_loss, wm_imagine, ac_target = wm.loss, wm.imagine, ac.target
+
+    def loss(data, state=None):
+        out = wm_loss(data, state)
+        captured["wm"] = out
+        return out
+
+    def imagine(*args, **kwargs):
+        captured["seq"] = seq = wm_imagine(*args, **kwargs)
+        return seq
+
+    def target(seq):
+        captured["target"] = out = ac_target(seq)
+        return out
+
+    wm.loss, wm.imagine, ac.target = loss, imagine, target
+
+    data = {k: tf.convert_to_tensor(inputs[k]) for k in ("image", "action", "reward", "is_first", "is_terminal")}
+    draws.set("post", inputs["draw_post"])
+    draws.set("prior", inputs["draw_behavior_prior"])
+    draws.set("action", inputs["draw_behavior_action"])
+    agnt.train(data)
+    left = draws.left()
+    if left:
+        raise RuntimeError(f"fixed draws not used by the official update: {left}")
+
+    model_loss, _, outs, metrics = captured["wm"]
+    post, prior = outs["post"], outs["prior"]
+    saved["embed"] = outs["embed"].numpy()
+    for name, state in (("post", post), ("prior", prior)):
+        stats = [state["logit"]] if "logit" in state else [state["mean"], state["std"]]
+        saved[f"{name}_stats"] = np.concatenate([x.numpy().reshape(*x.shape[:2], -1) for x in stats], -1)
+    saved["kl_value"] = outs["kl"].numpy()
+    saved["kl_loss"] = metrics["kl_loss"].numpy()
+    for key in ("image", "reward", "discount"):
+        if f"{key}_loss" in metrics:
+            saved[f"{key}_loss"] = metrics[f"{key}_loss"].numpy()
+    saved["model_loss"] = model_loss.numpy()
+    seq = captured["seq"]
+    for key in ("feat", "action", "discount", "weight"):
+        saved[f"imag_{key}"] = seq[key].numpy()
+    saved["lambda_return"] = captured["target"][0].numpy()
+
+    # The prior alone, from the last posterior state, for fixed actions (the open-loop prediction path).
+    draws.set("prior", inputs["draw_imagine_prior"])
+    start = {k: v[:, -1] for k, v in post.items()}
+    imagined = wm.rssm.imagine(tf.convert_to_tensor(inputs["imagine_action"]), start)
+    saved["fixed_action_feat"] = wm.rssm.get_feat(imagined).numpy()
+    left = draws.left()
+    if left:
+        raise RuntimeError(f"fixed draws not used by the official imagination: {left}")
+    np.savez(workdir / "official.npz", **saved)
+
+
+# -- our side and the comparison (runs in dreamerkit's environment) -----------------------------------
+
+
+def compose_ours(recipe: str, size: str, overrides: list[str]):
+    """Our validated run config and components for ``recipe`` at ``size``."""
+    sys.path.insert(0, str(ROOT))
+    from hydra import compose, initialize_config_dir
+
+    from recipes.config import register_schema
+    from recipes.train import validate
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config", overrides=[f"recipe={recipe}", f"size={size}", "logger=none", "run_dir=unused", *overrides]
+        )
+    return validate(cfg)
+
+
+def official_config(run, components) -> dict:
+    """The official config keys (flat) that carry our run's sizes and hyperparameters."""
+    size, model, behavior, kl = run.size, run.model, run.behavior, components["kl"]
+    mlp = {"layers": size.mlp_layers, "units": size.mlp_units}
+    out = {
+        "precision": 32,
+        "jit": False,
+        "rssm.hidden": size.hidden,
+        "rssm.deter": size.deter,
+        **latent_config(components["latent"]),
+        "encoder.cnn_depth": size.cnn_depth,
+        "decoder.cnn_depth": size.cnn_depth,
+        "pred_discount": model.discount_head is not None,
+        "grad_heads": [{"decoder": "decoder"}.get(h, h) for h in model.grad_heads],
+        "clip_rewards": model.reward_transform,
+        "loss_scales.kl": kl["scale"],
+        "kl.free": kl["free"],
+        "kl.free_avg": kl["free_avg"],
+        "kl.balance": kl.get("alpha", 0.5),
+        "discount": behavior.discount,
+        "discount_lambda": behavior.lambda_,
+        "imag_horizon": behavior.horizon,
+        "actor_ent": behavior.ent_scale,
+        "actor_grad": components["actor_grad"]["name"],
+        "slow_target_update": behavior.slow_critic_every,
+        "slow_target_fraction": behavior.slow_critic_fraction,
+    }
+    if model.discount_head is not None:
+        out["loss_scales.discount"] = model.loss_scales["discount"]
+    for head in ("reward_head", "discount_head", "actor", "critic"):
+        out.update({f"{head}.{k}": v for k, v in mlp.items()})
+    for name, opt in (("model_opt", model.opt), ("actor_opt", behavior.actor_opt), ("critic_opt", behavior.critic_opt)):
+        out.update({f"{name}.lr": opt.lr, f"{name}.eps": opt.eps, f"{name}.clip": opt.clip, f"{name}.wd": opt.wd})
+    return out
+
+
+def latent_config(latent: dict) -> dict:
+    """The official ``rssm`` keys of our latent: categorical (``discrete`` classes) or Gaussian."""
+    if latent["name"] == "categorical":
+        return {"rssm.stoch": latent["variables"], "rssm.discrete": latent["classes"]}
+    return {
+        "rssm.stoch": latent["size"],
+        "rssm.discrete": False,
+        "rssm.std_act": latent["std_act"],
+        "rssm.min_std": latent["min_std"],
+    }
+
+
+SIZE_KEYS = ("rssm.hidden", "rssm.deter", "rssm.stoch", "rssm.discrete", "encoder.cnn_depth", "decoder.cnn_depth")
+
+
+def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list[tuple[str, object, object]]:
+    """(key, official value, ours) for every shared hyperparameter that is not a size.
+
+    The official value is the config section's, with the paper ablation's ``ablation`` keys on top.
+    """
+    import yaml
+
+    configs = yaml.safe_load((package / "configs.yaml").read_text())
+    flat = {}
+
+    def put(mapping, prefix=""):
+        for k, v in mapping.items():
+            if isinstance(v, dict):
+                put(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    put(configs["defaults"])
+    put(configs[section])
+    flat.update(ablation)
+    rows = []
+    for key, value in ours.items():
+        official = flat.get(key)
+        if isinstance(official, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                official = float(official)
+            except ValueError:
+                pass
+        if key in SIZE_KEYS or key in ("precision", "jit") or key.endswith((".layers", ".units")):
+            continue
+        if key == "actor_grad" and official == "auto":
+            official = "reinforce" if section == "atari" else "dynamics"
+        rows.append((key, official, value))
+    return rows
+
+
+def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, batch: int, length: int, seed: int):
+    """The batch (official layout: images B x T x H x W x C) and the fixed uniforms of every sampler."""
+    rng = np.random.default_rng(seed)
+    b, t, h = batch, length, run.behavior.horizon
+    latent = components["latent"]
+    shape = (latent["variables"], latent["classes"]) if latent["name"] == "categorical" else (latent["size"],)
+    if discrete:
+        action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
+        imagine_action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
+    else:
+        action = rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
+        imagine_action = rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
+    is_first = np.zeros((b, t), bool)
+    is_first[:, 0] = True
+    is_first[0, t // 2] = True  # an episode start inside a sequence: the state resets there
+    is_terminal = np.zeros((b, t), bool)
+    is_terminal[0, t // 2 - 1] = True
+    action[is_first] = 0.0
+    uniform = lambda *shape: rng.uniform(LOW, HIGH, shape).astype(np.float32)  # noqa: E731
+    return {
+        "image": rng.integers(0, 256, (b, t, *image_shape), dtype=np.uint8),
+        "action": action,
+        "reward": rng.normal(0, 1, (b, t)).astype(np.float32),
+        "is_first": is_first,
+        "is_terminal": is_terminal,
+        "imagine_action": imagine_action,
+        "draw_post": uniform(t, b, *shape),
+        "draw_imagine_prior": uniform(t, b, *shape),
+        "draw_behavior_prior": uniform(h, b * t, *shape),
+        "draw_behavior_action": uniform(h, b * t, action_dim),
+    }
+
+
+class WeightMap:
+    """Copies official variables (by path) into our parameters, transposing and permuting as needed."""
+
+    def __init__(self, official: dict):
+        self.official = official
+        self.used: set[str] = set()
+        self.set_params: set[int] = set()
+        self.notes: list[str] = []
+
+    def _get(self, path):
+        self.used.add(path)
+        return self.official[path]
+
+    def _set(self, param, value, what: str) -> None:
+        import torch
+
+        value = torch.as_tensor(np.ascontiguousarray(value), dtype=param.dtype)
+        if tuple(value.shape) != tuple(param.shape):
+            raise RuntimeError(f"{what}: official shape {tuple(value.shape)}, ours {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(value)
+        self.set_params.add(id(param))
+
+    def linear(self, path: str, linear, in_perm=None, extra: str | None = None) -> None:
+        """Official Dense ``path`` (kernel [in, out], bias) -> our ``nn.Linear`` (weight [out, in])."""
+        kernel, bias = self._get(f"{path}/kernel"), self._get(f"{path}/bias")
+        if extra is not None:  # a second official Dense whose outputs follow the first's in our layer
+            kernel = np.concatenate([kernel, self._get(f"{extra}/kernel")], 1)
+            bias = np.concatenate([bias, self._get(f"{extra}/bias")], 0)
+        if in_perm is not None:
+            kernel = kernel[in_perm]
+        self._set(linear.weight, kernel.T, path)
+        if linear.bias is not None:
+            self._set(linear.bias, bias, f"{path}/bias")
+        elif np.any(bias):
+            raise RuntimeError(f"{path}/bias is not zero but our layer has no bias")
+        else:
+            self.notes.append(f"{path}/bias: official Dense has a bias (zero at init), ours has none")
+
+    def norm(self, path: str, layer_norm) -> None:
+        self._set(layer_norm.weight, self._get(f"{path}/gamma"), f"{path}/gamma")
+        self._set(layer_norm.bias, self._get(f"{path}/beta"), f"{path}/beta")
+
+    def conv(self, path: str, conv) -> None:
+        """Kernel [kh, kw, a, b] -> weight [b, a, kh, kw] (Conv2D: a=in, b=out; Conv2DTranspose: a=out, b=in)."""
+        self._set(conv.weight, self._get(f"{path}/kernel").transpose(3, 2, 0, 1), path)
+        self._set(conv.bias, self._get(f"{path}/bias"), f"{path}/bias")
+
+    def dense_block(self, path: str, norm_path: str, block, in_perm=None) -> None:
+        """Official Dense (+ NormLayer) -> one of our ``nets.dense`` blocks (Linear, optional LayerNorm, act)."""
+        from torch import nn
+
+        linear = next(m for m in block if isinstance(m, nn.Linear))
+        self.linear(path, linear, in_perm)
+        norms = [m for m in block if isinstance(m, nn.LayerNorm)]
+        if f"{norm_path}/gamma" in self.official and norms:  # without ours, the report lists them unused
+            self.norm(norm_path, norms[0])
+
+    def mlp(self, prefix: str, net, in_perm, extra_out: bool = False) -> None:
+        """An official ``common.MLP`` (dense{i}, norm{i}, out/out[, out/std]) -> our ``nets.MLP``."""
+        *blocks, out = list(net)
+        for i, block in enumerate(blocks):
+            self.dense_block(f"{prefix}/dense{i}", f"{prefix}/norm{i}", block, in_perm if i == 0 else None)
+        self.linear(
+            f"{prefix}/out/out", out, in_perm if not blocks else None, f"{prefix}/out/std" if extra_out else None
+        )
+
+    def report(self, modules: dict) -> list[str]:
+        """Official variables nobody read and our parameters nobody set (left at their init)."""
+        lines = list(self.notes)
+        lines += [
+            f"{path}: official variable with no counterpart in ours" for path in self.official if path not in self.used
+        ]
+        for name, module in modules.items():
+            for pname, p in module.named_parameters():
+                if id(p) not in self.set_params:
+                    lines.append(f"{name}.{pname}: ours only, left at its init {tuple(p.shape)}")
+        return lines
+
+
+def permutations(stoch: int, deter: int, embed_chw: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """For each of our feature and embedding entries, the official one.
+
+    Official features are concat(stoch, deter), ours concat(deter, stoch); the official conv
+    encoder flattens its output as (height, width, channels), ours as (channels, height, width).
+    """
+    feat = np.concatenate([np.arange(stoch, stoch + deter), np.arange(stoch)])
+    c, h, w = embed_chw
+    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    return feat, ((yy * w + xx) * c + cc).reshape(-1)
+
+
+def load_official_weights(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
+    """Copy the official initial weights into our world model and behavior; return the map for its report."""
+    from torch import nn
+
+    rssm, deter = wm.rssm, wm.rssm.deter
+    feat_perm, embed_perm = perms
+    conv = wm.encoder.parts["conv"]
+    m = WeightMap(weights)
+    for i, layer in enumerate(x for x in conv.net if isinstance(x, nn.Conv2d)):
+        m.conv(f"encoder/conv{i}", layer)
+    m.dense_block("rssm/img_in", "rssm/img_in_norm", rssm.img_in)
+    m.linear("rssm/gru", rssm.cell.linear)
+    if "rssm/gru_norm/gamma" in weights and isinstance(rssm.cell.norm, nn.LayerNorm):
+        m.norm("rssm/gru_norm", rssm.cell.norm)
+    m.dense_block("rssm/img_out_0", "rssm/img_out_norm_0", rssm.img_out[0])
+    m.linear("rssm/img_dist_0", rssm.img_out[1])
+    obs_perm = np.concatenate([np.arange(deter), deter + embed_perm])
+    m.dense_block("rssm/obs_out", "rssm/obs_out_norm", rssm.obs_out[0], obs_perm)
+    m.linear("rssm/obs_dist", rssm.obs_out[1])
+    decoder = wm.decoder.parts["conv"]
+    m.linear("decoder/convin", decoder.linear, feat_perm)
+    for i, layer in enumerate(x for x in decoder.net if isinstance(x, nn.ConvTranspose2d)):
+        m.conv(f"decoder/conv{i}", layer)
+    m.mlp("reward", wm.reward_head.net, feat_perm)
+    if wm.discount_head is not None:
+        m.mlp("discount", wm.discount_head.net, feat_perm)
+    m.mlp("actor", behavior.actor.net, feat_perm, extra_out=not discrete)
+    m.mlp("critic", behavior.critic.net, feat_perm)
+    m.mlp("target_critic", behavior.slow_critic.net, feat_perm)
+    return m
+
+
+GROUPS = {  # module -> (official variable path prefixes, our parameter name prefixes)
+    "encoder": (("encoder/",), ("world_model.encoder.",)),
+    "rssm img_in": (("rssm/img_in",), ("world_model.rssm.img_in.",)),
+    "rssm GRU": (("rssm/gru",), ("world_model.rssm.cell.",)),
+    "rssm prior head": (("rssm/img_out", "rssm/img_dist"), ("world_model.rssm.img_out.",)),
+    "rssm posterior head": (("rssm/obs_out", "rssm/obs_dist"), ("world_model.rssm.obs_out.",)),
+    "decoder": (("decoder/",), ("world_model.decoder.",)),
+    "reward head": (("reward/",), ("world_model.reward_head.",)),
+    "discount head": (("discount/",), ("world_model.discount_head.",)),
+    "actor": (("actor/",), ("behavior.actor.",)),
+    "critic": (("critic/",), ("behavior.critic.",)),
+}
+
+
+def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
+    """Ours with the official weights on the same batch and draws: (results, gradients, weight-map report)."""
+    from unittest import mock
+
+    import torch
+    import torch.nn.functional as F
+    from torch import distributions as D
+
+    import recipes.behavior as behavior_module
+    from recipes.behavior import Behavior
+    from recipes.world_model import WorldModel
+
+    torch.manual_seed(spec["seed"])
+    image_chw = (spec["image_shape"][2], *spec["image_shape"][:2])
+    action_dim, discrete = spec["action_dim"], spec["discrete"]
+    wm = WorldModel(run.model, components, {"image": image_chw}, action_dim, run.behavior.discount)
+    behavior = Behavior(run.behavior, components["actor_grad"], wm.rssm.feat_dim, action_dim, discrete)
+    with torch.no_grad():
+        embed_chw = tuple(wm.encoder.parts["conv"].net[:-1](torch.zeros(1, *image_chw)).shape[1:])
+    perms = permutations(wm.latent.size, wm.rssm.deter, embed_chw)
+    weight_map = load_official_weights(wm, behavior, weights, discrete, perms)
+    report = weight_map.report({"world_model": wm, "behavior": behavior})
+
+    draws = Draws(spec["seed"])
+    rssm = wm.rssm
+    obs_step, img_step = rssm.obs_step, rssm.img_step
+
+    def obs_step_in_role(*args, **kwargs):
+        with draws.role("post"):
+            return obs_step(*args, **kwargs)
+
+    def img_step_in_role(*args, **kwargs):
+        with draws.role("prior"):
+            return img_step(*args, **kwargs)
+
+    rssm.obs_step, rssm.img_step = obs_step_in_role, img_step_in_role
+
+    def rand_like(x, **kwargs):
+        return torch.as_tensor(draws.take(x.shape), dtype=x.dtype)
+
+    def rand(*shape, dtype=None, device=None, **kwargs):
+        shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
+        return torch.as_tensor(draws.take(shape), dtype=dtype or torch.float32)
+
+    def normal_rsample(self, sample_shape=torch.Size()):  # noqa: B008
+        shape = self._extended_shape(sample_shape)
+        return self.loc + self.scale * torch.special.ndtri(torch.as_tensor(draws.take(shape)))
+
+    def onehot_sample(self, sample_shape=torch.Size()):  # noqa: B008
+        logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
+        gumbel = -torch.log(-torch.log(torch.as_tensor(draws.take(logits.shape))))
+        return F.one_hot((logits + gumbel).argmax(-1), logits.shape[-1]).to(logits.dtype)
+
+    captured = {}
+    observe, imagine, lambda_return = rssm.observe, behavior.imagine, behavior_module.lambda_return
+
+    def observe_kept(*args, **kwargs):
+        captured["observe"] = out = observe(*args, **kwargs)
+        return out
+
+    def imagine_kept(*args, **kwargs):
+        captured["seq"] = out = imagine(*args, **kwargs)
+        return out
+
+    def lambda_return_kept(*args, **kwargs):
+        captured["lambda_return"] = out = lambda_return(*args, **kwargs)
+        captured["discount"] = args[2]
+        return out
+
+    rssm.observe, behavior.imagine = observe_kept, imagine_kept
+    image = torch.as_tensor(inputs["image"]).permute(0, 1, 4, 2, 3)
+    batch = {"image": image, **{k: torch.as_tensor(inputs[k]) for k in ("action", "reward", "is_first", "is_terminal")}}
+    draws.set("post", inputs["draw_post"])
+    draws.set("prior", inputs["draw_behavior_prior"])
+    draws.set("action", inputs["draw_behavior_action"])
+    named = {"world_model": wm, "behavior": behavior}
+    params = {f"{n}.{k}": p for n, m in named.items() for k, p in m.named_parameters()}
+    grads = {}
+
+    def grads_of(loss, prefix):
+        chosen = {k: p for k, p in params.items() if k.startswith(prefix) and p.requires_grad}
+        got = torch.autograd.grad(loss, list(chosen.values()), retain_graph=True, allow_unused=True)
+        grads.update({k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(chosen.items(), got)})
+
+    with (
+        mock.patch.object(torch, "rand_like", rand_like),
+        mock.patch.object(torch, "rand", rand),
+        mock.patch.object(D.OneHotCategorical, "sample", onehot_sample),
+        mock.patch.object(D.Normal, "rsample", normal_rsample),
+        mock.patch.object(behavior_module, "lambda_return", lambda_return_kept),
+    ):
+        model_loss, post, metrics = wm.loss(batch)
+        grads_of(model_loss, "world_model.")
+        actor_loss, critic_loss, _ = behavior.loss(wm, post, batch["is_terminal"], 0)
+        grads_of(actor_loss, "behavior.actor.")
+        grads_of(critic_loss, "behavior.critic.")
+        left = draws.left()
+        if left:
+            raise RuntimeError(f"fixed draws not used by our update: {left}")
+        draws.set("prior", inputs["draw_imagine_prior"])
+        with torch.no_grad():
+            state = {k: v[:, -1] for k, v in post.items()}
+            feats = []
+            for t in range(inputs["imagine_action"].shape[1]):
+                state = rssm.img_step(state, torch.as_tensor(inputs["imagine_action"][:, t]))
+                feats.append(rssm.features(state))
+        left = draws.left()
+        if left:
+            raise RuntimeError(f"fixed draws not used by our imagination: {left}")
+
+    _, prior_params = captured["observe"]
+    seq = captured["seq"]
+    scale = components["kl"]["scale"]
+    ours = {
+        "embed": wm.encoder(batch),
+        "post_stats": latent_stats(wm.latent, post["params"]),
+        "prior_stats": latent_stats(wm.latent, prior_params),
+        "kl_value": wm.latent.kl(post["params"], prior_params),
+        "kl_loss": metrics["model/kl_loss"] / scale,
+        "model_loss": model_loss,
+        "fixed_action_feat": torch.stack(feats, 1),
+        "imag_feat": seq["feat"],
+        "imag_action": seq["action"],
+        "imag_discount": captured["discount"],
+        "lambda_return": captured["lambda_return"],
+        "loss/actor": actor_loss,
+        "loss/critic": critic_loss,
+    }
+    for key in ("decoder", "reward", "discount"):
+        if f"model/{key}_loss" in metrics:
+            ours[{"decoder": "image"}.get(key, key) + "_loss"] = metrics[f"model/{key}_loss"]
+    ours = {k: v.detach().double().numpy() for k, v in ours.items()}
+    grads = {k: v.detach().double().numpy() for k, v in grads.items()}
+    return ours, grads, report, perms
+
+
+def latent_stats(latent, params):
+    """What the official state holds: the logits, or the Gaussian's mean and std."""
+    import torch
+
+    if hasattr(latent, "classes"):
+        return params
+    dist = latent.dist(params).base_dist
+    return torch.cat([dist.mean, dist.stddev], -1)
+
+
+def rel_diff(official: np.ndarray, ours: np.ndarray) -> float:
+    """max|official - ours| / max|official| (1e-6 at least in the denominator)."""
+    official, ours = np.asarray(official, np.float64), np.asarray(ours, np.float64)
+    if official.shape != ours.shape:
+        raise RuntimeError(f"shapes differ: official {official.shape}, ours {ours.shape}")
+    return float(np.max(np.abs(official - ours)) / max(np.max(np.abs(official)), 1e-6))
+
+
+def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, feat_perm: np.ndarray, embed_perm):
+    """(quantity, official, ours, rel diff) for every compared quantity of one recipe."""
+    rows = []
+
+    def add(name, o, u):
+        o, u = np.asarray(o, np.float64), np.asarray(u, np.float64)
+        where = np.unravel_index(np.argmax(np.abs(o - u)), o.shape) if o.ndim else ()
+        rows.append((f"{case}: {name}", o, u, rel_diff(o, u), tuple(int(i) for i in where)))
+
+    add("embedding", official["embed"][..., embed_perm], ours["embed"])
+    stats = "logits" if spec["config"]["rssm.discrete"] else "mean, std"
+    add(f"posterior {stats} [B,T]", official["post_stats"], ours["post_stats"])
+    add(f"prior {stats} [B,T]", official["prior_stats"], ours["prior_stats"])
+    add("KL before balancing [B,T]", official["kl_value"], ours["kl_value"])
+    add("KL loss after balancing and free nats", official["kl_loss"], ours["kl_loss"])
+    for key in ("image", "reward", "discount"):
+        if f"{key}_loss" in official or f"{key}_loss" in ours:
+            add(f"{key} loss", official.get(f"{key}_loss", np.nan), ours.get(f"{key}_loss", np.nan))
+    add("world-model loss", official["model_loss"], ours["model_loss"])
+    add("features, fixed actions [B,H]", official["fixed_action_feat"][..., feat_perm], ours["fixed_action_feat"])
+    add("imagined features (actor) [H+1,N]", official["imag_feat"][..., feat_perm], ours["imag_feat"])
+    add("imagined actions [H+1,N]", official["imag_action"], ours["imag_action"])
+    add("discounts [H+1,N]", official["imag_discount"][:-1], ours["imag_discount"])
+    add("lambda-returns [H,N]", official["lambda_return"], ours["lambda_return"])
+    add("actor loss", official["loss/actor"], ours["loss/actor"])
+    add("critic loss", official["loss/critic"], ours["loss/critic"])
+    for group, (official_prefixes, our_prefixes) in GROUPS.items():
+        o = [v for k, v in official.items() if k.startswith("grad/") and k[5:].startswith(official_prefixes)]
+        u = [v for k, v in grads.items() if k.startswith(our_prefixes)]
+        if not o and not u:
+            continue
+        norm = lambda xs: np.sqrt(sum(float(np.sum(np.square(x, dtype=np.float64))) for x in xs))  # noqa: E731
+        add(f"grad norm {group}", norm(o), norm(u))
+    return rows
+
+
+def official_run(python: Path, workdir: Path) -> dict:
+    """Run the worker in the venv; the official results by key."""
+    out = subprocess.run([str(python), __file__, "--worker", str(workdir)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"the official worker failed:\n{out.stderr[-6000:]}")
+    return dict(np.load(workdir / "official.npz"))
+
+
+def package_dir(python: Path) -> Path:
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return Path(site) / "dreamerv2"
+
+
+def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
+    """Every row of ``case`` and the weight map's report."""
+    recipe, overrides, section, ablation = CASES[case]
+    run, components = compose_ours(recipe, args.size, [*overrides, *args.override])
+    discrete = section == "atari"
+    image_shape = (64, 64, 1) if discrete else (64, 64, 3)
+    action_dim = 6 if discrete else 2
+    package = package_dir(python)
+    spec = {
+        "package": str(package),
+        "section": section,
+        "config": official_config(run, components),
+        "image_shape": list(image_shape),
+        "action_dim": action_dim,
+        "discrete": discrete,
+        "batch": args.batch,
+        "length": args.length,
+        "seed": args.seed,
+    }
+    inputs = make_inputs(run, components, image_shape, action_dim, discrete, args.batch, args.length, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        (workdir / "spec.json").write_text(json.dumps(spec))
+        np.savez(workdir / "inputs.npz", **inputs)
+        official = official_run(python, workdir)
+    weights = {k[len("weight/") :]: v for k, v in official.items() if k.startswith("weight/")}
+    ours, grads, report, (feat_perm, embed_perm) = run_ours(run, components, inputs, weights, spec)
+    rows = rows_for(case, official, ours, grads, spec, feat_perm, embed_perm)
+    for key, o, u in config_rows(package, section, ablation, spec["config"]):
+        same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
+        rows.append((f"{case}: config {key}", o, u, 0.0 if same else float("inf"), ()))
+    return rows, [f"{case}: {line}" for line in report]
+
+
+def fmt(x) -> str:
+    if isinstance(x, np.ndarray):
+        if x.ndim == 0:
+            return f"{float(x):.6g}"
+        return f"rms {np.sqrt(np.mean(np.square(x))):.6g}"
+    return str(x)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--size", default="tiny", help="a conf/size preset (default tiny)")
+    parser.add_argument("--batch", type=int, default=3)
+    parser.add_argument("--length", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tol", type=float, default=1e-4, help="largest relative difference that passes")
+    parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "official-venv")
+    parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for our side")
+    parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker)
+    python = ensure_venv(args.venv)
+    rows, notes = [], []
+    for case in args.cases:
+        r, n = compare_case(case, python, args)
+        rows += r
+        notes += n
+    if notes:
+        print("weights that do not map one to one:")
+        for line in notes:
+            print(f"  {line}")
+        print()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'quantity':<{width}}  {'official':>16}  {'ours':>16}  {'rel diff':>9}")
+    for name, o, u, d, where in rows:
+        flag = "" if d <= args.tol else "  <-- differs" + (f" most at {list(where)}" if where else "")
+        print(f"{name:<{width}}  {fmt(o):>16}  {fmt(u):>16}  {d:9.2e}{flag}")
+    failed = [r for r in rows if not r[3] <= args.tol]
+    if failed:
+        print(f"parity: FAIL ({failed[0][0]})")
+        sys.exit(1)
+    print(f"parity: OK ({len(rows)} quantities, max rel diff {max(r[3] for r in rows):.2e})")
+
+
+if __name__ == "__main__":
+    main()

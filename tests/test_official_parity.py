@@ -1,0 +1,121 @@
+"""benchmarks/official_parity.py: its weight mapping and fixed draws (fast), and the harness itself (slow);
+benchmarks/official_train.py's environment process and train-script patch (fast)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+try:
+    import official_parity
+    import official_train
+finally:
+    sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_feature_and_embedding_permutations_read_the_official_layout():
+    feat, embed = official_parity.permutations(stoch=3, deter=2, embed_chw=(2, 2, 3))
+    official_feat = np.array([10, 11, 12, 20, 21])  # official concat(stoch, deter)
+    assert official_feat[feat].tolist() == [20, 21, 10, 11, 12]  # ours: concat(deter, stoch)
+    ours = np.arange(12).reshape(2, 2, 3)  # (channels, height, width)
+    official_flat = ours.transpose(1, 2, 0).reshape(-1)  # the official encoder flattens (height, width, channels)
+    assert official_flat[embed].tolist() == list(range(12))
+
+
+def test_dense_kernel_maps_onto_a_linear_with_permuted_inputs_and_a_second_dense_appended():
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    std_kernel, std_bias = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
+    official = {"a/out/kernel": kernel, "a/out/bias": bias, "a/std/kernel": std_kernel, "a/std/bias": std_bias}
+    perm = np.array([3, 4, 0, 1, 2])
+    linear = nn.Linear(5, 4)
+    weights = official_parity.WeightMap(official)
+    weights.linear("a/out", linear, perm, extra="a/std")
+    x = rng.normal(size=(7, 5)).astype(np.float32)  # official inputs
+    expected = np.concatenate([x @ kernel + bias, x @ std_kernel + std_bias], -1)
+    got = linear(torch.as_tensor(x[:, perm])).detach().numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert weights.report({"m": nn.Sequential(linear)}) == []
+
+
+def test_a_missing_bias_or_parameter_is_reported_and_a_nonzero_bias_refused():
+    official = {"d/kernel": np.ones((3, 2), np.float32), "d/bias": np.zeros(2, np.float32)}
+    linear, extra = nn.Linear(3, 2, bias=False), nn.LayerNorm(2)
+    weights = official_parity.WeightMap(official)
+    weights.linear("d", linear)
+    report = weights.report({"m": nn.Sequential(linear, extra)})
+    assert report == [
+        "d/bias: official Dense has a bias (zero at init), ours has none",
+        "m.1.weight: ours only, left at its init (2,)",
+        "m.1.bias: ours only, left at its init (2,)",
+    ]
+    official["d/bias"] = np.ones(2, np.float32)
+    with pytest.raises(RuntimeError, match="d/bias is not zero"):
+        official_parity.WeightMap(official).linear("d", nn.Linear(3, 2, bias=False))
+
+
+def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fresh_ones():
+    draws = official_parity.Draws()
+    draws.set("post", [np.full((2, 3), 0.1), np.full((2, 3), 0.2)])
+    draws.set("action", [np.full(4, 0.7)])
+    with draws.role("post"):
+        with draws.role("prior"):  # the official filtering step's own prior sample: not ours to match
+            fresh = draws.take((2, 3))
+        assert draws.take((2, 3))[0, 0] == np.float32(0.1)
+    assert draws.take((2, 2))[1, 1] == np.float32(0.7)  # outside the RSSM: the actor's draw, reshaped
+    assert official_parity.LOW <= fresh.min() and fresh.max() <= official_parity.HIGH
+    assert draws.left() == {"post": 1}
+    with draws.role("post"), pytest.raises(RuntimeError, match="has shape"):
+        draws.take((5,))
+    with pytest.raises(RuntimeError, match="no fixed draw left for role 'action'"):
+        draws.take((4,))
+
+
+def test_process_dmc_runs_the_official_env_class_in_a_spawned_process_without_tensorflow(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the spawned process imports official_train
+    envs = tmp_path / "envs.py"  # stands in for the official common/envs.py
+    envs.write_text(
+        "import os, sys\n"
+        "class DMC:\n"
+        "    def __init__(self, name, repeat):\n"
+        "        self.obs_space, self.act_space = {'task': name}, {'repeat': repeat}\n"
+        "    def step(self, action):\n"
+        "        return {'pid': os.getpid(), 'action': action, 'tf': 'tensorflow' in sys.modules}\n"
+        "    def reset(self):\n"
+        "        return {'pid': os.getpid(), 'is_first': True}\n"
+    )
+    monkeypatch.setattr(official_train.ProcessDMC, "envs_file", str(envs))
+    env = official_train.ProcessDMC("cartpole_balance", 2)
+    try:
+        assert (env.obs_space, env.act_space) == ({"task": "cartpole_balance"}, {"repeat": 2})
+        first, step = env.reset(), env.step({"action": [0.5]})
+    finally:
+        env.close()
+    assert first["is_first"] and step["action"] == {"action": [0.5]}
+    assert step["pid"] == first["pid"] != os.getpid() and not step["tf"]
+
+
+def test_the_official_train_script_loses_only_its_gpu_assert():
+    source = "  message = 'No GPU found.'\n" + official_train.GPU_ASSERT + "  run()\n"
+    assert official_train.cpu_train_source(source) == "  message = 'No GPU found.'\n  run()\n"
+    with pytest.raises(RuntimeError, match="no GPU assert"):
+        official_train.cpu_train_source("  run()\n")
+
+
+@pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1 min
+def test_official_parity_passes_for_the_atari_and_dmc_recipes():
+    out = subprocess.run(
+        [sys.executable, "benchmarks/official_parity.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+    )
+    assert re.search(r"^parity: OK \(\d+ quantities, max rel diff", out.stdout, re.M), out.stdout[-5000:]
+    assert out.returncode == 0
