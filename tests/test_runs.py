@@ -285,6 +285,7 @@ class DyingConfig:
     """Kills its own worker process on step ``die_at``."""
 
     die_at: int = 25
+    """Agent step on which the worker process exits."""
 
 
 class Dying(Flaky):
