@@ -43,13 +43,10 @@ kernels 4; a linear layer to 32 x depth channels at 1x1, then transposed convs (
 3 with kernels 5, 5, 6, 6; no discount head; truncated-normal actor; dynamics-backprop actor
 gradient; KL balancing 0.8 with free nats 1. What differs:
 
-- Layer norm: dreamerkit normalises the RSSM's hidden layers and GRU and every MLP layer of the
-  reward, actor and critic, never the CNNs. SheepRL has one switch, ``algo.layer_norm``: it is
-  turned on, with the encoder's and decoder's off, which gives the same layers (its GRU is always
-  normalised). SheepRL's layer norms use eps 1e-3 (dreamerkit: 1e-5), and its linear layers keep
-  their bias before a layer norm (dreamerkit drops it): SheepRL trains 576 more parameters at the
-  tiny size (387,863 vs 387,287), 2,400 at small and 6,000 at dmc (15,610,175 vs 15,604,175); the
-  layer shapes are otherwise identical.
+- Layer norm: dreamerkit, as the official DreamerV2, normalises only inside the GRU (eps 1e-3) and
+  keeps a bias in every linear layer. SheepRL's GRU is always normalised (eps 1e-3) and
+  ``algo.layer_norm=False`` removes its other layer norms, which gives the same layers. (Before
+  issue 17 both sides normalised every MLP layer: ``algo.layer_norm=True``.)
 - SheepRL casts the sampled uint8 frames to float before its update; dreamerkit does it inside.
 - SheepRL's metric aggregation stays on (``metric.log_level=1``, as in a normal run: its update then
   also computes the latents' entropies); it logs once, at the end, after the timed updates.
@@ -130,7 +127,7 @@ def sheeprl_overrides(size: dict, args: argparse.Namespace, run_dir: Path) -> li
         f"{wm}.encoder.cnn_channels_multiplier={size['cnn_depth']}",
         f"algo.mlp_layers={size['mlp_layers']}",
         f"algo.dense_units={size['mlp_units']}",
-        "algo.layer_norm=True",
+        "algo.layer_norm=False",
         f"{wm}.encoder.layer_norm=False",
         f"{wm}.observation_model.layer_norm=False",
         "buffer.size=20000",
