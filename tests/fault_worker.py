@@ -91,12 +91,12 @@ def install(phase: str, n: int) -> None:
 
         Replay.add = half_add
     elif phase == "eval":
-        policy, due = Dreamer.policy, at(n, lambda self, obs, mode=False: mode)
+        policy, due = Dreamer.policy, at(n, lambda self, obs, state, mode: mode == "mode")
 
-        def eval_policy(self, obs, mode=False):
-            if due(self, obs, mode):
+        def eval_policy(self, obs, state=None, mode="sample"):
+            if due(self, obs, state, mode):
                 kill()
-            return policy(self, obs, mode)
+            return policy(self, obs, state, mode)
 
         Dreamer.policy = eval_policy
     elif phase != "none":
