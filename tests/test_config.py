@@ -274,3 +274,12 @@ def test_dreamerv3_size_presets(make_cfg, size, expected):
     run, _ = validate(make_cfg("recipe=dreamerv3_atari100k", f"size={size}"))
     assert (run.size.deter, run.size.mlp_units, run.size.mlp_layers, run.size.cnn_depth) == expected
     assert run.size.stoch == 32 and run.size.classes == (4 if size == "v3_1m" else 32)
+
+
+def test_help_lists_the_groups_and_composes_the_overrides(capsys):
+    import run
+
+    run.print_help(["recipe=dreamerv3_dmc_proprio", "--help", "seed=7"])
+    out = capsys.readouterr().out
+    assert "  kl: balanced, free_bits, plain" in out and "tuning" not in out
+    assert "name: free_bits" in out and "seed: 7" in out
