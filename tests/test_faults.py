@@ -7,6 +7,7 @@ ignored, a write past it fails with EFBIG, which the run treats like ENOSPC.
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import logging
@@ -367,3 +368,5 @@ def test_a_run_killed_at_random_moments_resumes_as_one_run(tmp_path):
     evals = [int(r["agent_steps"]) for r in rows(run_dir / "eval" / "learning.csv")]
     assert evals and evals == sorted(set(evals))
     assert not leftovers(run_dir), survived
+    phases = collections.Counter(entry.split()[0] for entry in survived)
+    print(f"\nsurvived {len(survived)} kills (seed {seed}): {dict(sorted(phases.items()))}")
