@@ -20,7 +20,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
-from components.nets import MLP, MLPConfig, activation, check_activation
+from components.nets import MLP, MLPConfig, activation, check_conv
 from components.transforms import symexp, symlog
 from registry import ConfigError, register, unknown
 
@@ -44,11 +44,7 @@ class ConvDecoderConfig:
     """Loss of the pixels: ``normal`` (unit Gaussian NLL, V1/V2) or ``mse`` (sum of squared errors, V3)."""
 
     def check(self) -> None:
-        if self.depth < 1:
-            raise ConfigError(f"depth: must be >= 1, got {self.depth}")
-        if not self.kernels or min(self.kernels) < 1:
-            raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {self.kernels}")
-        check_activation("act", self.act)
+        check_conv(self.depth, self.kernels, self.act)
         if self.dist not in IMAGE_DISTS:
             raise unknown("dist", self.dist, IMAGE_DISTS)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from components.nets import MLP, MLPConfig, activation, check_activation
+from components.nets import MLP, MLPConfig, activation, check_conv
 from components.transforms import symlog
 from registry import ConfigError, register
 
@@ -48,11 +48,7 @@ class ConvEncoderConfig:
     """LayerNorm over channels and pixels after each convolution."""
 
     def check(self) -> None:
-        if self.depth < 1:
-            raise ConfigError(f"depth: must be >= 1, got {self.depth}")
-        if not self.kernels or min(self.kernels) < 1:
-            raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {self.kernels}")
-        check_activation("act", self.act)
+        check_conv(self.depth, self.kernels, self.act)
 
 
 class ConvEncoder(nn.Module):

@@ -28,6 +28,15 @@ def check_activation(path: str, name: str) -> None:
         raise unknown(path, name, _ACTS)
 
 
+def check_conv(depth: int, kernels: list[int], act: str) -> None:
+    """The checks a conv encoder's and decoder's schemas share: depth, kernel sizes, activation."""
+    if depth < 1:
+        raise ConfigError(f"depth: must be >= 1, got {depth}")
+    if not kernels or min(kernels) < 1:
+        raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {kernels}")
+    check_activation("act", act)
+
+
 def dense(in_dim: int, out_dim: int, act: str, norm: bool) -> nn.Sequential:
     """Linear (with bias) -> activation, or Linear (no bias) -> LayerNorm -> activation if ``norm``."""
     layers: list[nn.Module] = [nn.Linear(in_dim, out_dim, bias=not norm)]
