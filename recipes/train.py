@@ -120,11 +120,6 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def last_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint a resume of ``run_dir`` starts from."""
-    return Path(run_dir) / "checkpoints" / "last.ckpt"
-
-
 def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dict) -> L.Trainer:
     """The Lightning Trainer: loop, precision, devices (DDP when more than one), callbacks, logger."""
     t = run.train

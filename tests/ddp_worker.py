@@ -13,15 +13,16 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from recipes.checkpoint import resume_checkpoint  # noqa: E402
 from recipes.config import register_schema  # noqa: E402
-from recipes.train import build, last_checkpoint, resume_config  # noqa: E402
+from recipes.train import build, resume_config  # noqa: E402
 
 
 def main(run_dir: str, *overrides: str) -> None:
     register_schema()
     ckpt = None
     if overrides and overrides[0] == "--resume":
-        cfg, ckpt = resume_config(run_dir, overrides[1:]), last_checkpoint(run_dir)
+        cfg, (ckpt, _) = resume_config(run_dir, overrides[1:]), resume_checkpoint(run_dir)
     else:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[f"run_dir={run_dir}", *overrides])
