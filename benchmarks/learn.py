@@ -3,13 +3,18 @@
     python benchmarks/learn.py --name balance recipe=dreamerv2_dmc env.task=cartpole_balance size=small \
         train.steps=50000
     python benchmarks/learn.py --plot runs/learn/balance          # plot an existing (or running) run
+    python benchmarks/learn.py --official v3 --out seeds.png --plot runs/learn/v3_s{0,1,2}   # seeds pooled
 
 Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
 train_return, wall_s) and eval/episodes.csv (each evaluation episode's return) during
 training, and <run dir>/learning_curve.png (our eval mean with its episodes' min-max)
-with the official DreamerV2 mean and min-max band (../shared/reference/dreamerv2_official_curves.csv)
-at equal x: environment frames for Atari, environment steps for DMC. Prints the
-final figures with updates/s and env steps/s. A SIGTERM to this script reaches the run, which
+with the official mean and min-max band at equal x: environment frames for Atari, environment
+steps for DMC. ``--official v2`` (default) reads ../shared/reference/dreamerv2_official_curves.csv,
+``v3`` (default for recipe=dreamerv3_*) dreamerv3_official_curves.csv, whose DMC rows are split into
+proprio and vision suites. A clone without ../shared plots without the band. Prints the final
+figures with updates/s and env steps/s. Several run directories (seeds of one command) are pooled:
+a table of each evaluation's return per seed with mean and min-max over seeds, and one plot of the
+seed mean with its min-max beside the official band. A SIGTERM to this script reaches the run, which
 checkpoints and stops (resume it with ``python run.py resume=runs/learn/<name>``).
 """
 
@@ -25,7 +30,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-OFFICIAL = ROOT.parent / "shared" / "reference" / "dreamerv2_official_curves.csv"
+REFERENCE = ROOT.parent / "shared" / "reference"
+OFFICIAL = REFERENCE / "dreamerv2_official_curves.csv"
+OFFICIAL_CURVES = {"v2": OFFICIAL, "v3": REFERENCE / "dreamerv3_official_curves.csv"}
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -38,6 +45,26 @@ def official_task(run_dir: Path) -> str:
     """The official curve's task name for a run: atari_<game> or dmc_<domain>_<task>."""
     env = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]
     return f"{env['name']}_{env['task']}"
+
+
+def official_rows(run_dir: Path, official: Path) -> list[dict]:
+    """The official curve's rows for a run's task; the V3 file splits DMC into proprio and vision suites."""
+    if not official.exists():
+        return []
+    env = yaml.safe_load((run_dir / "config.yaml").read_text())["env"]
+    rows = read_csv(official)
+    if rows and "suite" in rows[0]:
+        suite = f"{env['name']}_{'vision' if env.get('pixels', True) else 'proprio'}"
+        return [r for r in rows if r["suite"] == suite and r["task"] == env["task"]]
+    return [r for r in rows if r["task"] == official_task(run_dir)]
+
+
+def draw_official(ax, rows: list[dict], version: str) -> None:
+    """The official mean as a dashed line over its min-max band."""
+    rx = [float(r["x"]) for r in rows]
+    ax.plot(rx, [float(r["mean"]) for r in rows], "k--", label=f"official Dreamer{version.upper()} mean")
+    lows, highs = [float(r["min"]) for r in rows], [float(r["max"]) for r in rows]
+    ax.fill_between(rx, lows, highs, color="k", alpha=0.12, label="official min-max")
 
 
 def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
@@ -66,26 +93,72 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
             label="dreamerkit (eval episodes, min-max)",
         )
     ax.plot(x, [float(r["train_return"]) for r in rows], ".", alpha=0.5, label="dreamerkit (last train episode)")
-    if official.exists():
-        ref = [r for r in read_csv(official) if r["task"] == task]
-        if ref:
-            rx = [float(r["x"]) for r in ref]
-            ax.plot(rx, [float(r["mean"]) for r in ref], "k--", label="official DreamerV2 mean")
-            ax.fill_between(
-                rx,
-                [float(r["min"]) for r in ref],
-                [float(r["max"]) for r in ref],
-                color="k",
-                alpha=0.12,
-                label="official min-max",
-            )
-            ax.set_xlim(0, max(x[-1] if x else 1, 1) * 1.05)
+    ref = official_rows(run_dir, official)
+    if ref:
+        draw_official(ax, ref, "v3" if official.name.startswith("dreamerv3") else "v2")
+        ax.set_xlim(0, max(x[-1] if x else 1, 1) * 1.05)
     ax.set_xlabel("environment frames" if task.startswith("atari") else "environment steps")
     ax.set_ylabel("episode return")
     ax.set_title(f"{task}: {run_dir.name}")
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL) -> list[dict]:
+    """Each evaluation that every run reached: x, the runs' returns, their mean, min, max, and the official mean."""
+    per_run = [
+        {float(r["frames"]): float(r["eval_return"]) for r in read_csv(d / "eval" / "learning.csv")} for d in run_dirs
+    ]
+    shared = sorted(set.intersection(*(set(runs) for runs in per_run))) if per_run else []
+    ref = {float(r["x"]): r for r in official_rows(run_dirs[0], official)}
+    table = []
+    for x in shared:
+        returns = [runs[x] for runs in per_run]
+        row = {
+            "x": x,
+            "returns": returns,
+            "mean": sum(returns) / len(returns),
+            "min": min(returns),
+            "max": max(returns),
+        }
+        if x in ref:
+            row["official"] = f"{float(ref[x]['mean']):.0f} ({float(ref[x]['min']):.0f}-{float(ref[x]['max']):.0f})"
+        table.append(row)
+    return table
+
+
+def plot_seeds(run_dirs: list[Path], out: Path, official: Path = OFFICIAL) -> Path:
+    """The seeds' mean eval return with their min-max, beside the official band; returns ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = seeds_table(run_dirs, official)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    x = [row["x"] for row in table]
+    (line,) = ax.plot(x, [row["mean"] for row in table], "o-", label=f"dreamerkit mean of {len(run_dirs)} seeds")
+    ax.fill_between(
+        x,
+        [r["min"] for r in table],
+        [r["max"] for r in table],
+        color=line.get_color(),
+        alpha=0.2,
+        label="dreamerkit min-max over seeds",
+    )
+    ref = official_rows(run_dirs[0], official)
+    if ref:
+        draw_official(ax, ref, "v3" if official.name.startswith("dreamerv3") else "v2")
+        ax.set_xlim(0, max(x[-1] if x else 1, 1) * 1.05)
+    task = official_task(run_dirs[0])
+    ax.set_xlabel("environment frames" if task.startswith("atari") else "environment steps")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"{task}: {', '.join(d.name for d in run_dirs)}", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
     fig.savefig(out, dpi=110)
     return out
 
@@ -113,13 +186,30 @@ def train(cmd: list[str]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--plot", type=Path, help="only plot this run directory")
+    parser.add_argument("--plot", type=Path, nargs="+", help="only plot these run directories (several: seeds pooled)")
+    parser.add_argument(
+        "--official",
+        choices=sorted(OFFICIAL_CURVES),
+        help="official curves: v2, or v3 (default for recipe=dreamerv3_*)",
+    )
+    parser.add_argument("--out", type=Path, help="PNG of several pooled runs (default: <first run>_seeds.png)")
     parser.add_argument("--name", default="run", help="run directory name under runs/learn/")
     parser.add_argument("--eval-every", type=int, default=5000, help="agent steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="run.py overrides (recipe=..., env.task=..., ...)")
     args = parser.parse_args()
-    run_dir, returncode = args.plot, 0
+    v3 = any(o.startswith("recipe=dreamerv3") for o in args.overrides)
+    official = OFFICIAL_CURVES[args.official or ("v3" if v3 else "v2")]
+    if args.plot and len(args.plot) > 1:
+        out = plot_seeds(args.plot, args.out or args.plot[0].with_name(args.plot[0].name + "_seeds.png"), official)
+        print("| x | " + " | ".join(d.name for d in args.plot) + " | mean | min-max | official |")
+        for row in seeds_table(args.plot, official):
+            seeds = " | ".join(f"{r:.0f}" for r in row["returns"])
+            spread = f"{row['min']:.0f}-{row['max']:.0f}"
+            print(f"| {row['x']:.0f} | {seeds} | {row['mean']:.0f} | {spread} | {row.get('official', '')} |")
+        print(f"curve: {out}")
+        return
+    run_dir, returncode = (args.plot[0] if args.plot else None), 0
     if run_dir is None:
         run_dir = ROOT / "runs" / "learn" / args.name
         cmd = [
@@ -132,7 +222,7 @@ def main() -> None:
         ]
         print("running:", " ".join(cmd), flush=True)
         returncode = train(cmd)
-    print(f"curve: {plot(run_dir)}")
+    print(f"curve: {plot(run_dir, official)}")
     print(summary(run_dir))
     sys.exit(returncode)
 

@@ -205,3 +205,45 @@ def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path)
     assert ys == [100.0, 200.0, 290.0, 310.0]
     plt.close("all")
     assert "eval return 300.0" in learn.summary(run) and "40 updates in 2.0 min" in learn.summary(run)
+
+
+def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, monkeypatch):
+    """Several runs: per-seed returns at the evaluations all reached, their mean and min-max, and the
+    official V3 row of the run's suite (proprio here, not vision)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import learn
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import matplotlib.pyplot as plt
+
+    official = tmp_path / "v3.csv"
+    official.write_text(
+        "# comment line\nsuite,task,x,mean,min,max,seeds\n"
+        "dmc_proprio,cartpole_balance,2000,280,200,330,5\ndmc_vision,cartpole_balance,2000,900,850,950,10\n"
+    )
+    runs = []
+    for seed, returns in enumerate([(100, 400), (200, 500), (300, 900, 950)]):  # the third ran further
+        run = tmp_path / f"s{seed}"
+        (run / "eval").mkdir(parents=True)
+        (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance, pixels: false, proprio: true}\n")
+        rows = [f"{1000 * (i + 1)},{500 * (i + 1)},{10 * (i + 1)},{r},0,{60 * (i + 1)}" for i, r in enumerate(returns)]
+        (run / "eval" / "learning.csv").write_text(
+            "frames,agent_steps,updates,eval_return,train_return,wall_s\n" + "\n".join(rows) + "\n"
+        )
+        runs.append(run)
+
+    table = learn.seeds_table(runs, official)
+    assert [row["x"] for row in table] == [1000.0, 2000.0]
+    assert table[1]["returns"] == [400.0, 500.0, 900.0] and table[1]["mean"] == 600.0
+    assert (table[1]["min"], table[1]["max"]) == (400.0, 900.0)
+    assert table[1]["official"] == "280 (200-330)" and "official" not in table[0]
+    assert learn.plot_seeds(runs, tmp_path / "pooled.png", official).exists()
+    plt.close("all")
+
+    cli = ["learn.py", "--official", "v3", "--plot", *map(str, runs), "--out", str(tmp_path / "cli.png")]
+    monkeypatch.setattr(sys, "argv", cli)
+    monkeypatch.setitem(learn.OFFICIAL_CURVES, "v3", official)
+    learn.main()
+    assert "| 2000 | 400 | 500 | 900 | 600 | 400-900 | 280 (200-330) |" in capsys.readouterr().out
+    plt.close("all")
