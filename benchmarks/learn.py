@@ -108,12 +108,13 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
 
 
 def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL) -> list[dict]:
-    """Each evaluation that every run reached: x, the runs' returns, their mean, min, max, and the official mean."""
+    """Each evaluation that every run reached: x, the runs' returns, their mean, min, max, and the official
+    mean (min-max) at the official x within 2% of it."""
     per_run = [
         {float(r["frames"]): float(r["eval_return"]) for r in read_csv(d / "eval" / "learning.csv")} for d in run_dirs
     ]
     shared = sorted(set.intersection(*(set(runs) for runs in per_run))) if per_run else []
-    ref = {float(r["x"]): r for r in official_rows(run_dirs[0], official)}
+    ref = official_rows(run_dirs[0], official)
     table = []
     for x in shared:
         returns = [runs[x] for runs in per_run]
@@ -124,8 +125,11 @@ def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL) -> list[dict]:
             "min": min(returns),
             "max": max(returns),
         }
-        if x in ref:
-            row["official"] = f"{float(ref[x]['mean']):.0f} ({float(ref[x]['min']):.0f}-{float(ref[x]['max']):.0f})"
+        # evaluations land a few steps past a round number (after the env steps that cross it)
+        near = [r for r in ref if abs(float(r["x"]) - x) <= 0.02 * x]
+        if near:
+            r = min(near, key=lambda r: abs(float(r["x"]) - x))
+            row["official"] = f"{float(r['mean']):.0f} ({float(r['min']):.0f}-{float(r['max']):.0f})"
         table.append(row)
     return table
 

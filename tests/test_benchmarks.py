@@ -227,14 +227,17 @@ def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, m
         run = tmp_path / f"s{seed}"
         (run / "eval").mkdir(parents=True)
         (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance, pixels: false, proprio: true}\n")
-        rows = [f"{1000 * (i + 1)},{500 * (i + 1)},{10 * (i + 1)},{r},0,{60 * (i + 1)}" for i, r in enumerate(returns)]
+        rows = [
+            f"{1000 * (i + 1) + 8 * i},{500 * (i + 1)},{10 * (i + 1)},{r},0,{60 * (i + 1)}"
+            for i, r in enumerate(returns)
+        ]
         (run / "eval" / "learning.csv").write_text(
             "frames,agent_steps,updates,eval_return,train_return,wall_s\n" + "\n".join(rows) + "\n"
         )
         runs.append(run)
 
     table = learn.seeds_table(runs, official)
-    assert [row["x"] for row in table] == [1000.0, 2000.0]
+    assert [row["x"] for row in table] == [1000.0, 2008.0]  # 8 steps past 2000: the 2000 row
     assert table[1]["returns"] == [400.0, 500.0, 900.0] and table[1]["mean"] == 600.0
     assert (table[1]["min"], table[1]["max"]) == (400.0, 900.0)
     assert table[1]["official"] == "280 (200-330)" and "official" not in table[0]
@@ -245,5 +248,5 @@ def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, m
     monkeypatch.setattr(sys, "argv", cli)
     monkeypatch.setitem(learn.OFFICIAL_CURVES, "v3", official)
     learn.main()
-    assert "| 2000 | 400 | 500 | 900 | 600 | 400-900 | 280 (200-330) |" in capsys.readouterr().out
+    assert "| 2008 | 400 | 500 | 900 | 600 | 400-900 | 280 (200-330) |" in capsys.readouterr().out
     plt.close("all")
