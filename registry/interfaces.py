@@ -195,8 +195,8 @@ class Replay(Protocol):
     Examples:
         >>> import logging, torch, registry
         >>> from tensordict import TensorDict
-        >>> logging.getLogger("torchrl").setLevel(logging.WARNING)  # no storage notice
         >>> replay = registry.build("replay", {"name": "uniform", "capacity": 100}, num_envs=2, length=3)
+        >>> logging.getLogger("torchrl").setLevel(logging.WARNING)  # imported by build: no storage notice
         >>> for _ in range(4):
         ...     replay.add(TensorDict({"reward": torch.zeros(2)}, batch_size=[2]))
         >>> replay.sample(5).batch_size, replay.steps
