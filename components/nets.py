@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,9 +107,29 @@ class MLP(nn.Sequential):
         self.out_dim = dim
 
 
+class BlockLinear(nn.Module):
+    """``blocks`` linear layers side by side: block ``g`` maps the shared input ``x`` and its own slice
+    ``h[g]`` of ``h`` to its own output ``[..., g, out // blocks]`` (block-diagonal weights in ``h``).
+    Initialised as ``blocks`` separate ``nn.Linear`` layers would be (see :func:`components.nets.initialize`)."""
+
+    def __init__(self, shared: int, size: int, out: int, blocks: int):
+        super().__init__()
+        self.blocks, in_dim = blocks, shared + size // blocks
+        self.weight = nn.Parameter(torch.empty(blocks, in_dim, out // blocks))
+        self.bias = nn.Parameter(torch.empty(blocks, out // blocks))
+        bound = 1 / math.sqrt(in_dim)  # torch's nn.Linear default, per block
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        h = h.unflatten(-1, (self.blocks, -1))  # [..., g, size / g]
+        x = x.unsqueeze(-2).expand(*h.shape[:-1], x.shape[-1])  # [..., g, shared]
+        return torch.einsum("...gi,gio->...go", torch.cat([x, h], -1), self.weight) + self.bias
+
+
 @torch.no_grad()
 def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None:
-    """Initialise every Linear and (transposed) convolution of ``module``.
+    """Initialise every Linear, BlockLinear (block by block) and (transposed) convolution of ``module``.
 
     ``keras`` (the official DreamerV2's): Glorot-uniform weights, bound sqrt(6 / (fan_in + fan_out))
     with the kernel's receptive field in both fans, and zero biases. ``torch``: leave torch's
@@ -120,6 +141,11 @@ def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None
     if scheme == "torch":
         return
     for layer in module.modules():
+        if isinstance(layer, BlockLinear):
+            for block in layer.weight:  # [in, out]: Glorot's bound is symmetric in the two fans
+                nn.init.xavier_uniform_(block)
+            nn.init.zeros_(layer.bias)
+            continue
         if not isinstance(layer, nn.Linear | nn.Conv2d | nn.ConvTranspose2d):
             continue
         if isinstance(layer, ConcatLinear):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.nets import NORM_EPS, check_activation, dense
+from components.nets import NORM_EPS, BlockLinear, check_activation, dense
 from registry import ConfigError
 
 State = dict[str, torch.Tensor]
@@ -61,6 +61,9 @@ class RSSMConfig:
     gru_norm: bool = True
     """LayerNorm inside the GRU cell, the only one of the official nets; false is the paper's
     "no layer norm" ablation."""
+    blocks: int = 1
+    """Split the GRU into this many blocks with block-diagonal recurrent weights (DreamerV3's current
+    code: 8), each seeing the whole input and its own slice of h: 1/blocks of the GRU's multiply-adds."""
     learned_initial: bool = False
     """Start episodes from a learned deter (tanh of a parameter) and its prior's mode, not zeros (DreamerV3)."""
 
@@ -69,21 +72,32 @@ class RSSMConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         check_activation("act", self.act)
+        if self.blocks < 1 or self.deter % self.blocks:
+            raise ConfigError(f"blocks: must be >= 1 and divide deter ({self.deter}), got {self.blocks}")
 
 
 class GRUCell(nn.Module):
     """GRU cell: one dense layer (with bias) over [x, h] to the reset, candidate and update parts,
-    optional LayerNorm (Keras epsilon) over all three, update gate biased towards keeping h (-1)."""
+    optional LayerNorm (Keras epsilon) over all three, update gate biased towards keeping h (-1).
+    With ``blocks > 1`` the dense layer is a :class:`BlockLinear`: block ``g`` computes the three
+    parts of its own slice of h."""
 
-    def __init__(self, in_dim: int, size: int, norm: bool = True, update_bias: float = -1.0):
+    def __init__(self, in_dim: int, size: int, norm: bool = True, update_bias: float = -1.0, blocks: int = 1):
         super().__init__()
-        self.linear = nn.Linear(in_dim + size, 3 * size)
+        self.blocks = blocks
+        if blocks == 1:
+            self.linear = nn.Linear(in_dim + size, 3 * size)
+        else:
+            self.linear = BlockLinear(in_dim, size, 3 * size, blocks)
         self.norm = nn.LayerNorm(3 * size, eps=NORM_EPS) if norm else nn.Identity()
         self.update_bias = update_bias
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        parts = self.norm(self.linear(torch.cat([x, h], -1)))
-        reset, cand, update = parts.chunk(3, -1)
+        if self.blocks == 1:
+            parts = self.norm(self.linear(torch.cat([x, h], -1)))
+        else:  # normalise all parts together, as unblocked; then each block's three parts
+            parts = self.norm(self.linear(x, h).flatten(-2)).unflatten(-1, (self.blocks, -1))
+        reset, cand, update = (part.flatten(-2) if self.blocks > 1 else part for part in parts.chunk(3, -1))
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update + self.update_bias)
         return update * cand + (1 - update) * h
@@ -96,7 +110,7 @@ class RSSM(nn.Module):
         super().__init__()
         self.latent, self.deter = latent, cfg.deter
         self.img_in = dense(latent.size + action_dim, cfg.hidden, cfg.act, cfg.norm)
-        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.gru_norm)
+        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.gru_norm, blocks=cfg.blocks)
         self.img_out = nn.Sequential(
             dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )

@@ -261,6 +261,8 @@ class SizeConfig:
     """Categorical variables (or Gaussian dims) of the stochastic state."""
     classes: int = 32
     """Classes per categorical variable."""
+    blocks: int = 1
+    """Blocks of the RSSM's GRU (``model.rssm.blocks``); presets without the key get 1."""
 
     def check(self) -> None:
         for f in dataclasses.fields(self):

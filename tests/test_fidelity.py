@@ -13,11 +13,12 @@ from torch import nn
 
 from components.envs import EnvInfo
 from components.heads import TruncatedNormal
-from components.nets import ConcatLinear
+from components.nets import ConcatLinear, initialize
 from components.rssm import GRUCell
 from recipes.config import OptimConfig
 from recipes.dreamer import Dreamer, action_noise, adamw
 from recipes.train import validate
+from registry import ConfigError
 
 ATARI = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
 DMC = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
@@ -277,3 +278,40 @@ def test_update_passes_agent_steps_to_the_actor_gradient_and_counts_behavior_upd
         module.training_step(batch, 0)
     assert seen["steps"] == [12_345, 12_345]  # updates 3 and 4; 1 and 2 train the world model only
     assert seen["slow"] == [1, 2]
+
+
+def test_block_gru_is_the_gru_with_block_diagonal_recurrent_weights():
+    """blocks=2 over deter 4: block g sees all of x and only h[2g:2g+2], and writes the reset,
+    candidate and update parts of that slice. Written out as one unblocked GRU, its dense weight
+    is the block weights placed into a matrix whose other block's h columns are zero."""
+    torch.manual_seed(0)
+    blocked, plain = GRUCell(3, 4, norm=True, blocks=2), GRUCell(3, 4, norm=True)
+    w, b = blocked.linear.weight.detach(), blocked.linear.bias.detach()  # [2, 3 + 2, 6], [2, 6]
+    full_w, full_b = torch.zeros(12, 7), torch.zeros(12)
+    for part in range(3):  # reset, candidate, update
+        for j in range(4):  # unit j of h belongs to block j // 2, position j % 2 inside it
+            g, k, row = j // 2, j % 2, 4 * part + j
+            full_w[row, :3] = w[g, :3, 2 * part + k]  # the shared input
+            full_w[row, 3 + 2 * g : 5 + 2 * g] = w[g, 3:, 2 * part + k]  # only its own slice of h
+            full_b[row] = b[g, 2 * part + k]
+    with torch.no_grad():
+        plain.linear.weight.copy_(full_w)
+        plain.linear.bias.copy_(full_b)
+    x, h = torch.randn(5, 3), torch.randn(5, 4)
+    torch.testing.assert_close(blocked(x, h), plain(x, h))
+    assert sum(p.numel() for p in blocked.linear.parameters()) == 2 * (5 * 6 + 6) < 7 * 12 + 12
+
+
+def test_block_gru_setting_reaches_the_rssm_and_keras_init_is_per_block(make_cfg):
+    cfg = make_cfg("recipe=dreamerv3_dmc_proprio", "size=v3_1m")
+    assert cfg.model.rssm.blocks == 8  # the official size1m's block GRU
+    assert make_cfg("recipe=dreamerv3_dmc_proprio").model.rssm.blocks == 1  # v1 small: one GRU
+    run, _ = validate(make_cfg("recipe=dreamerv3_dmc_proprio", "size=v3_1m", "debug=smoke"))
+    assert run.model.rssm.blocks == 8
+    with pytest.raises(ConfigError, match=r"blocks: must be >= 1 and divide deter \(512\), got 3"):
+        validate(make_cfg("recipe=dreamerv3_dmc_proprio", "size=v3_1m", "model.rssm.blocks=3"))
+
+    cell = GRUCell(64, 512, blocks=8)
+    initialize(cell, "keras")
+    bound = math.sqrt(6 / (64 + 64 + 192))  # one block: in 64 + 512 / 8, out 3 * 512 / 8
+    assert bound * 0.98 < cell.linear.weight.abs().max() <= bound and not cell.linear.bias.any()
