@@ -127,6 +127,19 @@ def test_balanced_kl_sends_alpha_to_the_prior_and_the_rest_to_the_posterior(alph
     torch.testing.assert_close(g_post, (1 - alpha) * r_post)
 
 
+@pytest.mark.parametrize("unimix", [0.0, 0.01])
+def test_categorical_kl_matches_torch_value_and_gradients(unimix):
+    """The latent's own KL (no masked writes) against torch's kl_divergence of its distributions."""
+    latent = Categorical(CategoricalConfig(variables=2, classes=4, unimix=unimix))
+    post, prior = _params()
+    ours = latent.kl(post, prior)
+    ref = D.kl_divergence(latent.dist(post), latent.dist(prior))
+    assert ours.shape == ref.shape == (3,)
+    torch.testing.assert_close(ours, ref)
+    for g, r in zip(torch.autograd.grad(ours.sum(), (post, prior)), torch.autograd.grad(ref.sum(), (post, prior))):
+        torch.testing.assert_close(g, r)
+
+
 def test_plain_kl_trains_both_sides_fully():
     post, prior = _params()
     loss, _ = Plain(PlainConfig(scale=1.0))(LATENT, post, prior)
