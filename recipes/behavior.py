@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import components.normalize  # noqa: F401  (registers the return normalisers Behavior builds)
+from components.nets import compiled
 from components.returns import lambda_return
 from recipes.config import BehaviorConfig
 from registry import build
@@ -59,6 +60,11 @@ class Behavior(nn.Module):
         self.actor_grad = build("actor_grad", actor_grad_cfg)
         self.return_norm = build("return_norm", cfg.return_norm, path="behavior.return_norm")
         self.action_dim = action_dim
+
+    def compile_imagination(self) -> None:
+        """Compile :meth:`imagine` as one graph with :func:`components.nets.compiled`: the horizon
+        loop unrolled (actor, prior step, sampling), its backward one graph too (train.compile)."""
+        self.imagine = compiled(self.imagine)
 
     def imagine(self, world_model, start: dict) -> dict:
         """Roll the prior forward ``horizon`` steps from ``start`` with actions from the actor.

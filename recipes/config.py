@@ -179,7 +179,7 @@ class TrainConfig:
     precision: str = "auto"
     """Lightning precision; auto: bf16-mixed on a GPU, 32-true on the CPU."""
     compile: bool = False
-    """torch.compile the RSSM steps."""
+    """torch.compile the imagination rollout and the RSSM's filtering step, eager where compiling fails."""
     accelerator: str = "auto"
     """Lightning accelerator (auto, cpu, gpu)."""
     devices: int = 1

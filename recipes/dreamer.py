@@ -77,6 +77,7 @@ class Dreamer(AgentModule):
         initialize(self, run.model.init)
         if run.train.compile:
             self.world_model.rssm.compile_steps()
+            self.behavior.compile_imagination()
         self.env_info = env_info
 
     # -- acting ---------------------------------------------------------------------------------
