@@ -145,7 +145,8 @@ def compiled(fn: Callable) -> Callable:
             try:
                 return fast(*args, **kwargs)
             except torch._dynamo.exc.TorchDynamoException as err:
-                log.warning("torch.compile failed for %s, running it eagerly: %s", fn.__name__, str(err)[:300])
+                name = getattr(fn, "__qualname__", repr(fn))
+                log.warning("torch.compile failed for %s, running it eagerly: %s", name, str(err)[:300])
                 fast = fn
         return fn(*args, **kwargs)
 
