@@ -52,7 +52,12 @@ class Head(nn.Module):
         self.make_dist = make_dist
 
     def forward(self, features: torch.Tensor) -> D.Distribution:
-        return self.make_dist(self.net(features).float())
+        return self.dist(self.net(features))
+
+    def dist(self, out: torch.Tensor) -> D.Distribution:
+        """The distribution that the net's output ``out`` parameterises (outputs kept from an
+        earlier ``net`` call give their distribution again without running the net)."""
+        return self.make_dist(out.float())
 
 
 @register("head", "normal", MLPConfig)
@@ -243,8 +248,8 @@ class TwoHotHead(Head):
             self.net[-1].weight.mul_(cfg.outscale)
             self.net[-1].bias.zero_()
 
-    def forward(self, features: torch.Tensor) -> TwoHotSymlog:
-        return TwoHotSymlog(self.net(features).float(), self.bins)
+    def dist(self, out: torch.Tensor) -> TwoHotSymlog:
+        return TwoHotSymlog(out.float(), self.bins)
 
 
 @register("head", "twohot", TwoHotConfig)

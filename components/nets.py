@@ -1,9 +1,11 @@
-"""Shared network pieces: activations, the MLP used by heads, encoders and the RSSM, and initialisation."""
+"""Shared network pieces: activations, the MLP used by heads, encoders and the RSSM, initialisation,
+and ``compiled`` (torch.compile with an eager fallback)."""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,6 +17,7 @@ _ACTS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu
 NORM_EPS = 1e-3
 """Epsilon of every LayerNorm: Keras's default, which the official DreamerV2 uses."""
 INITS = ("keras", "torch")
+log = logging.getLogger(__name__)
 
 
 def activation(name: str) -> nn.Module:
@@ -155,3 +158,22 @@ def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None
             nn.init.xavier_uniform_(layer.weight)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
+
+
+def compiled(fn: Callable) -> Callable:
+    """``torch.compile(fn)`` with static shapes that falls back to ``fn`` for good if compiling fails
+    (no C++ compiler, an op the compiler cannot take), with one warning."""
+    fast = torch.compile(fn, dynamic=False)
+
+    def call(*args, **kwargs):
+        nonlocal fast
+        if fast is not fn:
+            try:
+                return fast(*args, **kwargs)
+            except torch._dynamo.exc.TorchDynamoException as err:
+                name = getattr(fn, "__qualname__", repr(fn))
+                log.warning("torch.compile failed for %s, running it eagerly: %s", name, str(err)[:300])
+                fast = fn
+        return fn(*args, **kwargs)
+
+    return call

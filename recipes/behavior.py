@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 import components.normalize  # noqa: F401  (registers the return normalisers Behavior builds)
+from components.nets import compiled
 from components.returns import lambda_return
 from recipes.config import BehaviorConfig
 from registry import build
@@ -60,17 +61,29 @@ class Behavior(nn.Module):
         self.return_norm = build("return_norm", cfg.return_norm, path="behavior.return_norm")
         self.action_dim = action_dim
 
+    def compile_imagination(self) -> None:
+        """Compile :meth:`imagine` as one graph with :func:`components.nets.compiled`: the horizon
+        loop unrolled (actor, prior step, sampling), its backward one graph too (train.compile)."""
+        self.imagine = compiled(self.imagine)
+
     def imagine(self, world_model, start: dict) -> dict:
-        """Roll the prior forward ``horizon`` steps from ``start`` with actions from the actor."""
+        """Roll the prior forward ``horizon`` steps from ``start`` with actions from the actor.
+
+        Returns time-major ``feat`` and ``action`` (``H + 1`` steps) and ``policy``, the actor's
+        outputs at z_0 .. z_{H-1} (``H`` steps): the actor loss reads its policy from them rather
+        than running the actor again over the same detached features.
+        """
         rssm = world_model.rssm
         feat = rssm.features(start)
-        seq = {"feat": [feat], "action": [feat.new_zeros(feat.shape[0], self.action_dim)]}  # no action leads to z0
-        state = start
+        seq = {"feat": [feat], "action": [feat.new_zeros(feat.shape[0], self.action_dim)], "policy": []}
+        state = start  # no action leads to z0
         for _ in range(self.cfg.horizon):
-            action = self.actor(seq["feat"][-1].detach()).rsample()
+            policy = self.actor.net(seq["feat"][-1].detach())
+            action = self.actor.dist(policy).rsample()
             state = rssm.img_step(state, action)
             seq["feat"].append(rssm.features(state))
             seq["action"].append(action)
+            seq["policy"].append(policy)
         return {k: torch.stack(v, 0) for k, v in seq.items()}
 
     def loss(self, world_model, post: dict, is_terminal: torch.Tensor, step: int):
@@ -94,7 +107,7 @@ class Behavior(nn.Module):
         target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
         scale = self.return_norm(target)
 
-        policy = self.actor(feat[:-2].detach())
+        policy = self.actor.dist(seq["policy"][:-1])  # pi(.|z_t), t = 0 .. H-2
         objective = self.actor_grad(policy, seq["action"][1:-1], target[1:] / scale, value[:-2] / scale, step)
         entropy = policy.entropy()
         actor_loss = -(weight[:-2] * (objective + self.cfg.ent_scale * entropy)).mean()

@@ -179,7 +179,8 @@ class TrainConfig:
     precision: str = "auto"
     """Lightning precision; auto: bf16-mixed on a GPU, 32-true on the CPU."""
     compile: bool = False
-    """torch.compile the RSSM steps."""
+    """torch.compile the imagination rollout, the RSSM's filtering step and the decoder's loss (eager where
+    compiling fails; docs/ARCHITECTURE.md)."""
     accelerator: str = "auto"
     """Lightning accelerator (auto, cpu, gpu)."""
     devices: int = 1

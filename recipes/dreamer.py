@@ -76,7 +76,8 @@ class Dreamer(AgentModule):
         )
         initialize(self, run.model.init)
         if run.train.compile:
-            self.world_model.rssm.compile_steps()
+            self.world_model.compile_parts()
+            self.behavior.compile_imagination()
         self.env_info = env_info
 
     # -- acting ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from components.nets import compiled
 from components.rssm import RSSM
 from recipes.config import HEAD_NAMES, ModelConfig
 from registry import build
@@ -37,6 +38,13 @@ class WorldModel(nn.Module):
             build("head", cfg.discount_head, path="model.discount_head", in_dim=feat) if cfg.discount_head else None
         )
         self.heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]
+
+    def compile_parts(self) -> None:
+        """Compile the RSSM's filtering step and the decoder's loss (preprocessing the targets and
+        the squared error over every pixel, one fused pass forward and one backward) with
+        :func:`components.nets.compiled` (train.compile)."""
+        self.rssm.compile_steps()
+        self.decoder.loss = compiled(self.decoder.loss)
 
     def loss(self, batch) -> tuple[torch.Tensor, dict, dict]:
         """World-model loss on a ``[B, T]`` batch; returns (loss, posterior states, metrics)."""

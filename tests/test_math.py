@@ -127,6 +127,19 @@ def test_balanced_kl_sends_alpha_to_the_prior_and_the_rest_to_the_posterior(alph
     torch.testing.assert_close(g_post, (1 - alpha) * r_post)
 
 
+@pytest.mark.parametrize("unimix", [0.0, 0.01])
+def test_categorical_kl_matches_torch_value_and_gradients(unimix):
+    """The latent's own KL (no masked writes) against torch's kl_divergence of its distributions."""
+    latent = Categorical(CategoricalConfig(variables=2, classes=4, unimix=unimix))
+    post, prior = _params()
+    ours = latent.kl(post, prior)
+    ref = D.kl_divergence(latent.dist(post), latent.dist(prior))
+    assert ours.shape == ref.shape == (3,)
+    torch.testing.assert_close(ours, ref)
+    for g, r in zip(torch.autograd.grad(ours.sum(), (post, prior)), torch.autograd.grad(ref.sum(), (post, prior))):
+        torch.testing.assert_close(g, r)
+
+
 def test_plain_kl_trains_both_sides_fully():
     post, prior = _params()
     loss, _ = Plain(PlainConfig(scale=1.0))(LATENT, post, prior)
@@ -355,13 +368,31 @@ def test_the_actor_sees_stopped_features_so_dynamics_gradients_arrive_only_throu
     while the trajectory itself does (the actions are reparameterised / straight-through)."""
     wm, beh, post = _behavior({"name": "dynamics"}, discrete=discrete)
     seen = []
-    beh.actor.register_forward_pre_hook(lambda module, args: seen.append(args[0].requires_grad))
+    beh.actor.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].requires_grad))
     feats = []
     orig = beh.imagine
     beh.imagine = lambda world_model, start: feats.append(orig(world_model, start)) or feats[-1]
     beh.loss(wm, post, torch.zeros(2, 3), step=0)
     assert len(seen) >= beh.cfg.horizon and not any(seen)
     assert feats[0]["feat"][1:].requires_grad
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_the_actor_loss_reads_the_policy_the_actor_imagined_with(discrete):
+    """The actor loss takes pi(.|z_t), t = 0 .. H-2, from the outputs kept by imagination: the same
+    distribution as the actor run again over the detached features z_0 .. z_{H-2}."""
+    wm, beh, post = _behavior({"name": "reinforce"}, discrete=discrete)
+    seqs, policies = [], []
+    imagine, estimator = beh.imagine, beh.actor_grad
+    beh.imagine = lambda world_model, start: seqs.append(imagine(world_model, start)) or seqs[-1]
+    beh.actor_grad = lambda policy, *args: policies.append(policy) or estimator(policy, *args)
+    beh.loss(wm, post, torch.zeros(2, 3), step=0)
+    (seq,), (kept,) = seqs, policies
+    again = beh.actor(seq["feat"][:-2].detach())
+    actions = seq["action"][1:-1]  # a_{t+1} ~ pi(.|z_t)
+    assert kept.batch_shape == again.batch_shape == (beh.cfg.horizon - 1, 6)
+    torch.testing.assert_close(kept.log_prob(actions), again.log_prob(actions))
+    torch.testing.assert_close(kept.entropy(), again.entropy())
 
 
 # A hand-checkable imagination: the heads are replaced by tables indexed by imagined time t = 0..H
@@ -385,14 +416,18 @@ class _TableHead(nn.Module):
 
 
 class _UniformActor(nn.Module):
-    """One-hot policy over 3 actions with uniform logits: log pi(a) = -log 3 and entropy = log 3."""
+    """One-hot policy over 3 actions with uniform logits: log pi(a) = -log 3 and entropy = log 3.
+    Behavior calls an actor as a head: ``net`` to its outputs, ``dist`` of those outputs."""
 
     def __init__(self):
         super().__init__()
         self.logits = nn.Parameter(torch.zeros(3))
 
-    def forward(self, feat):
-        return OneHot(logits=self.logits.expand(*feat.shape[:-1], 3))
+    def net(self, feat):
+        return self.logits.expand(*feat.shape[:-1], 3)
+
+    def dist(self, out):
+        return OneHot(logits=out)
 
 
 class _TableWorldModel(nn.Module):
