@@ -39,7 +39,11 @@ def replayed_batch(make_cfg, recipe: str, *overrides):
     return batch
 
 
-@pytest.mark.parametrize("recipe", ["dreamerv2_cartpole", "dreamerv3_dmc_proprio", "dreamerv3_dmc_vision"])
+# The V3 recipes compile minutes of inductor code on a cold cache: slow suite (``-m slow``).
+V3_SLOW = [pytest.param(r, marks=pytest.mark.slow) for r in ("dreamerv3_dmc_proprio", "dreamerv3_dmc_vision")]
+
+
+@pytest.mark.parametrize("recipe", ["dreamerv2_cartpole", *V3_SLOW])
 def test_compiled_parts_match_eager_losses_and_gradients(make_cfg, caplog, recipe):
     """train.compile=true: the imagination rollout, the filtering step and the decoder's loss (vectors,
     and pixels in dreamerv3_dmc_vision) compiled, each one graph."""
