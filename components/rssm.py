@@ -75,9 +75,10 @@ class GRUCell(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         if self.blocks == 1:
             parts = self.norm(self.linear(torch.cat([x, h], -1)))
-        else:  # normalise all parts together, as unblocked; then each block's three parts
-            parts = self.norm(self.linear(x, h).flatten(-2)).unflatten(-1, (self.blocks, -1))
-        reset, cand, update = (part.flatten(-2) if self.blocks > 1 else part for part in parts.chunk(3, -1))
+        else:  # normalise all parts together, as unblocked; then gather each part over the blocks
+            parts = self.norm(self.linear(x, h).flatten(-2))  # [..., (g 3 k)]
+            parts = parts.unflatten(-1, (self.blocks, 3, -1)).transpose(-3, -2).flatten(-3)  # [..., (3 g k)]
+        reset, cand, update = parts.chunk(3, -1)
         cand = torch.tanh(torch.sigmoid(reset) * cand)
         update = torch.sigmoid(update + self.update_bias)
         return update * cand + (1 - update) * h
