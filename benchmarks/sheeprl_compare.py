@@ -254,6 +254,14 @@ def sheeprl_sizes(cfg) -> dict[str, list[int]]:
         return node
 
     wm = "algo.world_model"
+    mlps = (
+        f"{wm}.encoder",
+        f"{wm}.observation_model",
+        f"{wm}.reward_model",
+        f"{wm}.discount_model",
+        "algo.actor",
+        "algo.critic",
+    )
     paths = {
         "deter": [f"{wm}.recurrent_model.recurrent_state_size"],
         "hidden": [
@@ -264,28 +272,8 @@ def sheeprl_sizes(cfg) -> dict[str, list[int]]:
         "stoch": [f"{wm}.stochastic_size"],
         "classes": [f"{wm}.discrete_size"],
         "cnn_depth": [f"{wm}.encoder.cnn_channels_multiplier", f"{wm}.observation_model.cnn_channels_multiplier"],
-        "mlp_layers": [
-            f"{part}.mlp_layers"
-            for part in (
-                f"{wm}.encoder",
-                f"{wm}.observation_model",
-                f"{wm}.reward_model",
-                f"{wm}.discount_model",
-                "algo.actor",
-                "algo.critic",
-            )
-        ],
-        "mlp_units": [
-            f"{part}.dense_units"
-            for part in (
-                f"{wm}.encoder",
-                f"{wm}.observation_model",
-                f"{wm}.reward_model",
-                f"{wm}.discount_model",
-                "algo.actor",
-                "algo.critic",
-            )
-        ],
+        "mlp_layers": [f"{part}.mlp_layers" for part in mlps],
+        "mlp_units": [f"{part}.dense_units" for part in mlps],
     }
     return {key: [select(path) for path in at] for key, at in paths.items()}
 
