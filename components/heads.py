@@ -5,7 +5,8 @@ Registered heads (used for reward, discount, critic and actor):
     normal        unit-variance Gaussian over a scalar (the paper's MSE heads)
     bernoulli     Bernoulli over a scalar in [0, 1] (the discount head)
     onehot        one-hot categorical with straight-through samples (discrete actions)
-    trunc_normal  Normal truncated to [-1, 1] with reparameterised samples (continuous actions)
+    trunc_normal  Normal truncated to [-1, 1] with reparameterised samples (continuous actions, V2)
+    bounded_normal  Normal with tanh mean and std in [min_std, max_std], samples unbounded (continuous, V3)
     twohot        categorical over bins in symlog space, two-hot targets (DreamerV3 reward and critic)
 
 Build with ``registry.build("head", cfg, in_dim=..., out_dim=...)``; calling the
@@ -38,6 +39,21 @@ class TruncNormalConfig(MLPConfig):
         super().check()
         if self.min_std < 0:
             raise ConfigError(f"min_std: must be >= 0, got {self.min_std}")
+
+
+@dataclass
+class BoundedNormalConfig(MLPConfig):
+    """Actor head for continuous actions (DreamerV3 v1); std = (max - min) * sigmoid(raw + 2) + min."""
+
+    min_std: float = 0.1
+    """Smallest standard deviation."""
+    max_std: float = 1.0
+    """Largest standard deviation."""
+
+    def check(self) -> None:
+        super().check()
+        if not 0 < self.min_std <= self.max_std:
+            raise ConfigError(f"min_std, max_std: need 0 < min_std <= max_std, got {self.min_std}, {self.max_std}")
 
 
 class Head(nn.Module):
@@ -108,6 +124,22 @@ def trunc_normal(cfg: TruncNormalConfig, in_dim: int, out_dim: int) -> Head:
         mean, raw_std = p.chunk(2, -1)
         std = 2 * torch.sigmoid(raw_std / 2) + cfg.min_std
         return D.Independent(TruncatedNormal(torch.tanh(mean), std), 1)
+
+    return Head(cfg, in_dim, [out_dim, out_dim], make)
+
+
+@register("head", "bounded_normal", BoundedNormalConfig)
+def bounded_normal(cfg: BoundedNormalConfig, in_dim: int, out_dim: int) -> Head:
+    """Diagonal Normal with mean tanh(raw) and std in [min_std, max_std] (official DreamerV3 v1).
+
+    Samples are not bounded: imagination feeds them to the world model as they are and the env
+    clips what it executes to [-1, 1] (as the official ``ClipAction`` wrapper).
+    """
+
+    def make(p: torch.Tensor) -> D.Independent:
+        mean, raw_std = p.chunk(2, -1)
+        std = (cfg.max_std - cfg.min_std) * torch.sigmoid(raw_std + 2.0) + cfg.min_std
+        return D.Independent(D.Normal(torch.tanh(mean), std), 1)
 
     return Head(cfg, in_dim, [out_dim, out_dim], make)
 

@@ -100,7 +100,9 @@ class BehaviorConfig:
     """Actor-critic learned in imagination: horizon, discount, lambda, entropy, slow critic."""
 
     actor: Any = field(default_factory=lambda: {"name": "auto"})
-    """Actor head; ``auto``: onehot for discrete, trunc_normal for continuous actions."""
+    """Actor head; ``auto``: onehot for discrete actions, ``actor_continuous`` for continuous ones."""
+    actor_continuous: str = "trunc_normal"
+    """The head ``actor.name=auto`` means for continuous actions: trunc_normal (V2) or bounded_normal (V3)."""
     critic: Any = field(default_factory=lambda: {"name": "normal"})
     """Critic head."""
     actor_opt: OptimConfig = field(default_factory=lambda: OptimConfig(lr=4e-5))
@@ -320,7 +322,7 @@ HEADS = {
     "model.reward_head": (),
     "model.discount_head": (),
     "behavior.critic": (),
-    "behavior.actor": ("onehot", "trunc_normal"),
+    "behavior.actor": ("onehot",),  # and behavior.actor_continuous
 }
 
 
@@ -346,6 +348,9 @@ def validate(cfg: DictConfig | dict) -> tuple[RunConfig, dict]:
             continue
         if isinstance(head, dict) and head.get("name") == "auto":
             errors = []
+            if path == "behavior.actor":
+                registry.get("head", run.behavior.actor_continuous, path="behavior.actor_continuous")
+                auto = (*auto, run.behavior.actor_continuous)
             for name in auto:  # the env decides which: the settings must suit one of them
                 try:
                     registry.validate("head", {**head, "name": name}, path=path)

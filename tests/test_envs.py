@@ -213,6 +213,13 @@ def test_gym_continuous_actions_are_rescaled_to_unit_box():
     env = make({"name": "gym", "task": "Pendulum-v1"})
     assert env.action_space.low.tolist() == [-1.0] and env.action_space.high.tolist() == [1.0]
     assert env.action_space.dtype == np.float32
+    # Out-of-range actions (bounded_normal samples) are executed clipped: 5 acts as 1, -3 as -1.
+    states = []
+    for action in ([5.0], [1.0], [-3.0], [-1.0]):
+        env.reset(seed=0)
+        states.append(env.step(np.array(action, np.float32))[0]["vector"])
+    assert np.array_equal(states[0], states[1]) and np.array_equal(states[2], states[3])
+    assert not np.array_equal(states[0], states[2])
 
 
 def test_gym_pixels_and_action_repeat():

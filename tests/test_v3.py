@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from components.decoders import MSE, SymlogMSE
-from components.heads import TwoHotSymlog
+from components.heads import OneHot, TruncatedNormal, TwoHotSymlog
 from components.kl import FreeBits, FreeBitsConfig
 from components.rssm import RSSM, RSSMConfig
 from components.transforms import symexp, symlog, twohot
@@ -80,6 +80,43 @@ def test_unimix_mixes_one_percent_uniform_into_actor_and_latent():
     assert torch.allclose(probs, expected[None, None])
     with pytest.raises(ConfigError, match="behavior.actor.unimix"):
         build("head", {"name": "onehot", "unimix": 1.0}, path="behavior.actor", in_dim=4, out_dim=4)
+
+
+def test_bounded_normal_actor_tanh_mean_std_between_bounds_and_unbounded_samples():
+    actor = build("head", {"name": "bounded_normal", "layers": 0}, in_dim=2, out_dim=1)
+    out = torch.tensor([[0.0, 0.0], [1.0, -50.0], [3.0, 50.0]])  # (raw mean, raw std) per row
+    dist = actor.dist(out)
+    # mean tanh(raw); std (1 - 0.1) * sigmoid(raw + 2) + 0.1: sigmoid(2) = 0.880797 -> 0.892717
+    assert torch.allclose(dist.mean, torch.tensor([[0.0], [math.tanh(1.0)], [math.tanh(3.0)]]))
+    assert torch.allclose(dist.stddev, torch.tensor([[0.892717], [0.1], [1.0]]), atol=1e-6)
+    torch.manual_seed(0)
+    samples = dist.rsample((2000,))[:, 2]  # mean 0.995, std 1: about 1/2 of the samples above 1
+    assert 0.4 < (samples > 1).float().mean() < 0.6
+    raw = out.clone().requires_grad_()
+    actor.dist(raw).rsample().sum().backward()
+    assert raw.grad[:, 0].abs().min() > 0  # reparameterised: the sample moves with the mean
+    with pytest.raises(ConfigError, match="behavior.actor.min_std, max_std"):
+        build("head", {"name": "bounded_normal", "min_std": 2.0}, path="behavior.actor", in_dim=2, out_dim=1)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ((), "bounded_normal"),  # DreamerV3 v1: actor_dist_cont normal
+        (("env=gym", "env.task=CartPole-v1"), "onehot"),  # auto still follows a discrete env
+        (("behavior.actor_continuous=trunc_normal",), "trunc_normal"),  # the V2 head as an ablation
+    ],
+)
+def test_v3_dmc_actor_auto_picks_bounded_normal_for_continuous_actions(make_cfg, overrides, expected):
+    from recipes.behavior import Behavior
+    from recipes.train import validate
+
+    run, components = validate(make_cfg("recipe=dreamerv3_dmc_proprio", "size=tiny", *overrides))
+    discrete = "env=gym" in overrides
+    behavior = Behavior(run.behavior, components["actor_grad"], feat_dim=8, action_dim=2, discrete=discrete)
+    dist = behavior.actor(torch.zeros(3, 8))
+    kinds = {"bounded_normal": torch.distributions.Normal, "trunc_normal": TruncatedNormal, "onehot": OneHot}
+    assert isinstance(getattr(dist, "base_dist", dist), kinds[expected])
 
 
 class SquaredLatent:

@@ -97,6 +97,9 @@ def make(cfg: GymConfig, seed: int = 0) -> gym.Env:
             )
         if not (np.all(space.low == -1) and np.all(space.high == 1) and space.dtype == np.float32):
             env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+        # Unbounded actor samples (bounded_normal) are executed clipped; gymnasium's ClipAction would
+        # widen the declared space to +-inf, so the clip is a TransformAction that keeps Box(-1, 1).
+        env = gym.wrappers.TransformAction(env, lambda a: np.clip(a, -1.0, 1.0), env.action_space)
     elif not (isinstance(space, gym.spaces.Discrete) and space.start == 0):
         raise ConfigError(
             f"env.task: {cfg.task} has action space {space}; the gym adapter takes Discrete or Box actions"
