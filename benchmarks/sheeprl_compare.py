@@ -6,6 +6,7 @@
     python benchmarks/sheeprl_compare.py --size dmc --precision bf16-mixed --sheeprl-precision 32-true
     python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS S --obs proprio vision --updates 5
     python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size S --obs vision --flops   # and the work per update
+    python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS --compile   # dreamerkit with train.compile=true
     OMP_NUM_THREADS=1 python benchmarks/sheeprl_compare.py --size tiny --updates 2 --warmup 1   # smoke check
     OMP_NUM_THREADS=1 python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS --updates 2 --warmup 1
 
@@ -47,7 +48,8 @@ SheepRL's default is ``high``), so fp32 is fp32 on both sides. SheepRL casts the
 vectors to float before its update; dreamerkit does it inside. SheepRL's metric aggregation stays on
 (``metric.log_level=1``, as in a normal run: its update then also computes the latents' entropies);
 it logs once, at the end, after the timed updates. Neither side compiles (SheepRL's
-``algo.compile.enabled`` and dreamerkit's ``train.compile`` are off by default).
+``algo.compile.enabled`` and dreamerkit's ``train.compile`` are off by default) unless ``--compile``
+sets dreamerkit's ``train.compile=true``.
 
 DreamerV2 (``--size tiny|small|dmc``). ``--size`` reads ``conf/size/<size>.yaml`` and maps it onto
 SheepRL's keys as: deter -> ``algo.world_model.recurrent_model.recurrent_state_size``; hidden ->
@@ -109,9 +111,9 @@ What differs in the work of an update:
   dreamerkit computes both at every step of the unroll.
 - The imagination: dreamerkit's lambda-returns take the continue head's mean, so the actor's gradient
   also flows back through that head; SheepRL takes its mode (no gradient). SheepRL runs the actor on
-  every imagined state twice (in the imagination and in its loss), dreamerkit on the states its loss
-  uses. These about cancel: from the state vectors (no conv nets) ``--flops`` counts 218 GFLOP per
-  update on SheepRL's side against 226 on dreamerkit's at XS.
+  every imagined state twice (in the imagination and in its loss), dreamerkit once (its loss reads
+  the policy kept from the imagination). From the state vectors (no conv nets) ``--flops`` counts
+  218 GFLOP per update on SheepRL's side against 207 on dreamerkit's at XS.
 - The actor: SheepRL's ``scaled_normal`` (a Normal with mean tanh(x), std in [0.1, 1], samples
   clipped to 1 before the RSSM), dreamerkit's truncated normal (its recipe's named deviation). The
   continue head's target: 1 - terminal (SheepRL), gamma x (1 - terminal) (dreamerkit). The actor's
@@ -369,14 +371,21 @@ def mismatched_sizes(ours: dict, theirs: dict[str, list]) -> dict[str, list]:
     return {key: values for key, values in theirs.items() if any(value != ours[key] for value in values)}
 
 
-def measure_dreamerkit(size: str, obs: str, args: argparse.Namespace, env: dict) -> dict:
-    """dreamerkit's updates/s at ``size`` from ``obs``, from ``benchmarks/throughput.py``'s table."""
-    if args.algo == "dreamer_v2":
+def dreamerkit_run(algo: str, size: str, obs: str, compile: bool = False) -> tuple[str, str, list[str]]:
+    """dreamerkit's recipe, ``--sizes`` preset and overrides for ``algo`` at ``size`` from ``obs``;
+    ``compile`` adds ``train.compile=true``."""
+    if algo == "dreamer_v2":
         recipe, preset, overrides = "dreamerv2_dmc", size, []
     else:  # the V3 sizes all set on top of any V3 preset; SheepRL's single environment and task
         recipe, preset = f"dreamerv3_dmc_{obs}", "v3_small"
         overrides = ["env.task=cartpole_balance", "train.num_envs=1"]
-        overrides += [f"size.{key}={value}" for key, value in sizes(args.algo, size).items()]
+        overrides += [f"size.{key}={value}" for key, value in sizes(algo, size).items()]
+    return recipe, preset, overrides + (["train.compile=true"] if compile else [])
+
+
+def measure_dreamerkit(size: str, obs: str, args: argparse.Namespace, env: dict) -> dict:
+    """dreamerkit's updates/s at ``size`` from ``obs``, from ``benchmarks/throughput.py``'s table."""
+    recipe, preset, overrides = dreamerkit_run(args.algo, size, obs, args.compile)
     cmd = [
         sys.executable,
         str(ROOT / "benchmarks" / "throughput.py"),
@@ -444,6 +453,11 @@ def main() -> None:
         action="store_true",
         help="count the matmul and convolution FLOPs of the last warm-up update on both sides",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="dreamerkit with train.compile=true (SheepRL as it is); its first warm-up update takes the compile",
+    )
     parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "sheeprl-venv")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -481,6 +495,7 @@ def main() -> None:
         f"# {name}, DMC cartpole_balance {observed}, batch {BATCH} x {LENGTH[args.algo]}, horizon {HORIZON}, "
         f"{args.updates} timed updates after {args.warmup} warm-up, "
         f"precision: SheepRL {args.sheeprl_precision}, dreamerkit {args.precision}"
+        + (", dreamerkit compiled (train.compile=true)" if args.compile else "")
     )
     print(f"# hardware: {rows[0][3]['hardware']}")
     print(

@@ -119,6 +119,10 @@ def test_sheeprl_compare_runs_sheeprls_v3_preset_from_the_state_vectors(tmp_path
     assert sheeprl_compare.sizes("dreamer_v3", "XS")["cnn_depth"] == 24
     theirs = {"deter": [512], "hidden": [512, 512, 256], "mlp_layers": [2, 2]}
     assert sheeprl_compare.mismatched_sizes(small, theirs) == {"hidden": [512, 512, 256]}
+    # dreamerkit's side: the same sizes on its V3 recipe, compiled only when asked
+    recipe, preset, ours = sheeprl_compare.dreamerkit_run("dreamer_v3", "XS", "proprio")
+    assert recipe == "dreamerv3_dmc_proprio" and "size.deter=256" in ours and "train.compile=true" not in ours
+    assert "train.compile=true" in sheeprl_compare.dreamerkit_run("dreamer_v3", "XS", "proprio", compile=True)[2]
 
 
 @pytest.mark.slow  # a benchmark script's own check: a minute of training

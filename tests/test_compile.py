@@ -40,21 +40,26 @@ def replayed_batch(make_cfg, recipe: str, *overrides):
 
 
 # The V3 recipes compile minutes of inductor code on a cold cache: slow suite (``-m slow``).
-V3_SLOW = [pytest.param(r, marks=pytest.mark.slow) for r in ("dreamerv3_dmc_proprio", "dreamerv3_dmc_vision")]
-
-
-@pytest.mark.parametrize("recipe", ["dreamerv2_cartpole", *V3_SLOW])
-def test_compiled_parts_match_eager_losses_and_gradients(make_cfg, caplog, recipe):
+@pytest.mark.parametrize(
+    "recipe, options",
+    [
+        ("dreamerv2_cartpole", []),
+        pytest.param("dreamerv3_dmc_proprio", ["model.rssm.blocks=4"], marks=pytest.mark.slow),  # v3_1m's block GRU
+        pytest.param("dreamerv3_dmc_vision", [], marks=pytest.mark.slow),
+    ],
+    ids=["dreamerv2_cartpole", "dreamerv3_dmc_proprio-blocks", "dreamerv3_dmc_vision"],
+)
+def test_compiled_parts_match_eager_losses_and_gradients(make_cfg, caplog, recipe, options):
     """train.compile=true: the imagination rollout, the filtering step and the decoder's loss (vectors,
     and pixels in dreamerv3_dmc_vision) compiled, each one graph."""
     inductor = pytest.importorskip("torch._inductor.config")
     batch = replayed_batch(make_cfg, recipe)
-    eager, eager_grads = losses_and_grads(make_cfg, batch, recipe=recipe)
+    eager, eager_grads = losses_and_grads(make_cfg, batch, *options, recipe=recipe)
     torch._dynamo.reset()
     counters = torch._dynamo.utils.counters
     counters.clear()
     with inductor.patch(fallback_random=True):  # the compiled sampling draws what eager draws
-        fast, fast_grads = losses_and_grads(make_cfg, batch, "train.compile=true", recipe=recipe)
+        fast, fast_grads = losses_and_grads(make_cfg, batch, "train.compile=true", *options, recipe=recipe)
     assert "torch.compile failed" not in caplog.text  # compiled for real, not the eager fallback
     assert counters["stats"]["unique_graphs"] >= 3 and not counters["graph_break"]  # no part split in pieces
     torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-5)
