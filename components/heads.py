@@ -276,6 +276,7 @@ class TwoHotHead(Head):
     def __init__(self, cfg: TwoHotConfig, in_dim: int):
         super().__init__(cfg, in_dim, cfg.bins, None)
         self.register_buffer("bins", torch.linspace(cfg.low, cfg.high, cfg.bins), persistent=False)
+        self.net[-1].outscale = cfg.outscale  # kept by nets.initialize, which runs after the build
         with torch.no_grad():
             self.net[-1].weight.mul_(cfg.outscale)
             self.net[-1].bias.zero_()

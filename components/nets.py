@@ -137,7 +137,8 @@ def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None
     ``keras`` (the official DreamerV2's): Glorot-uniform weights, bound sqrt(6 / (fan_in + fan_out))
     with the kernel's receptive field in both fans, and zero biases. ``torch``: leave torch's
     defaults (Kaiming-uniform with a = sqrt(5), biases uniform in +-1/sqrt(fan_in)).
-    LayerNorms start at scale 1 and shift 0 under both.
+    LayerNorms start at scale 1 and shift 0 under both. A layer with an ``outscale`` attribute (the
+    two-hot heads' output layers, DreamerV3's ``outscale``) has its initial weights multiplied by it.
     """
     if scheme not in INITS:
         raise unknown(path, scheme, INITS)
@@ -158,6 +159,7 @@ def initialize(module: nn.Module, scheme: str, path: str = "model.init") -> None
             nn.init.xavier_uniform_(layer.weight)
         if layer.bias is not None:
             nn.init.zeros_(layer.bias)
+        layer.weight.mul_(getattr(layer, "outscale", 1.0))
 
 
 def compiled(fn: Callable) -> Callable:

@@ -207,3 +207,24 @@ def test_learned_initial_state_replaces_the_state_at_episode_starts_and_learns()
     assert not torch.allclose(post["deter"][2], ref["deter"][2])  # the continuing row keeps its own state
     prior.sum().backward()
     assert rssm.initial_deter.grad is not None and rssm.initial_deter.grad.abs().sum() > 0
+
+
+def test_twohot_output_layers_start_at_zero_in_a_built_agent(make_cfg):
+    """The agent's Keras initialisation runs after the heads are built and must keep outscale 0."""
+    from components.envs import EnvInfo
+    from recipes.dreamer import Dreamer
+    from recipes.train import validate
+
+    env = EnvInfo(obs_space={"vector": (5,)}, action_dim=1, discrete=False, action_repeat=2)
+    for scale, zero in ((0.0, True), (0.5, False)):
+        overrides = [f"++model.reward_head.outscale={scale}", f"++behavior.critic.outscale={scale}"]
+        run, components = validate(make_cfg("recipe=dreamerv3_dmc_proprio", "size=tiny", *overrides))
+        module = Dreamer(run, components, env)
+        for head in (module.world_model.reward_head, module.behavior.critic, module.behavior.slow_critic):
+            out = head.net[-1]
+            assert (out.weight.abs().max() == 0) == zero and out.bias.abs().max() == 0
+        hidden = module.world_model.reward_head.net[0]
+        hidden = hidden if isinstance(hidden, torch.nn.Linear) else hidden[0]
+        assert hidden.weight.abs().max() > 0  # the other layers are initialised as usual
+    features = torch.randn(3, module.world_model.rssm.feat_dim)
+    assert module.behavior.critic(features).mean.abs().max() > 0  # outscale 0.5: not all zero
