@@ -46,12 +46,17 @@ class RSSMConfig:
     code: 8), each seeing the whole input and its own slice of h: 1/blocks of the GRU's multiply-adds."""
     learned_initial: bool = False
     """Start episodes from a learned deter (tanh of a parameter) and its prior's mode, not zeros (DreamerV3)."""
+    action_clip: float = 0.0
+    """Scale each action component beyond +-action_clip back to it before the RSSM reads it, the scale
+    without gradient (DreamerV3: 1, its actor's samples are unbounded); 0 = off."""
 
     def check(self) -> None:
         for name in ("deter", "hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         check_activation("act", self.act)
+        if self.action_clip < 0:
+            raise ConfigError(f"action_clip: must be >= 0 (0 = off), got {self.action_clip}")
         if self.blocks < 1 or self.deter % self.blocks:
             raise ConfigError(f"blocks: must be >= 1 and divide deter ({self.deter}), got {self.blocks}")
 
@@ -99,7 +104,7 @@ class RSSM(nn.Module):
             dense(cfg.deter + embed_dim, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )
         self.feat_dim = cfg.deter + latent.size
-        self.learned_initial = cfg.learned_initial
+        self.learned_initial, self.action_clip = cfg.learned_initial, cfg.action_clip
         if cfg.learned_initial:
             self.initial_deter = nn.Parameter(torch.zeros(cfg.deter))
 
@@ -132,6 +137,8 @@ class RSSM(nn.Module):
 
     def _advance(self, state: State, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h_t from (h_{t-1}, z_{t-1}, a_{t-1}) and the prior's parameters at h_t."""
+        if self.action_clip:  # the gradient still reaches the action, scaled by clip / |a| beyond it
+            action = action * (self.action_clip / action.abs().clamp(min=self.action_clip)).detach()
         x = self.img_in(torch.cat([state["stoch"], action.to(state["stoch"].dtype)], -1))
         deter = self.cell(x, state["deter"])
         return deter, self.img_out(deter)

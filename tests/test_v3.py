@@ -209,6 +209,25 @@ def test_learned_initial_state_replaces_the_state_at_episode_starts_and_learns()
     assert rssm.initial_deter.grad is not None and rssm.initial_deter.grad.abs().sum() > 0
 
 
+def test_action_clip_scales_large_actions_to_the_bound_with_a_scaled_gradient():
+    latent = build("latent", {"name": "categorical", "variables": 2, "classes": 3})
+    torch.manual_seed(0)
+    clipped = RSSM(RSSMConfig(deter=6, hidden=5, action_clip=1.0), latent, 2, 4)
+    plain = RSSM(RSSMConfig(deter=6, hidden=5), latent, 2, 4)
+    plain.load_state_dict(clipped.state_dict())
+    state = {k: torch.randn_like(v) for k, v in plain.initial(1).items()}
+    big = torch.tensor([[2.0, -0.5]], requires_grad=True)  # 2 -> 2 * sg(1 / 2) = 1; -0.5 stays
+    bound = torch.tensor([[1.0, -0.5]], requires_grad=True)
+    deter, params = clipped._advance(state, big)
+    ref_deter, ref_params = plain._advance(state, bound)
+    torch.testing.assert_close((deter, params), (ref_deter, ref_params))
+    (deter.sum() + params.sum()).backward()
+    (ref_deter.sum() + ref_params.sum()).backward()
+    torch.testing.assert_close(big.grad, bound.grad * torch.tensor([[0.5, 1.0]]))  # d(a * sg(1/|a|))/da = 1/|a|
+    with pytest.raises(ConfigError, match="action_clip"):
+        RSSMConfig(action_clip=-1.0).check()
+
+
 def test_twohot_output_layers_start_at_zero_in_a_built_agent(make_cfg):
     """The agent's Keras initialisation runs after the heads are built and must keep outscale 0."""
     from components.envs import EnvInfo
