@@ -20,7 +20,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
-from components.nets import MLP, MLPConfig, activation, check_conv
+from components.nets import MLP, NORM_EPS, MLPConfig, activation, check_conv
 from components.transforms import symexp, symlog
 from registry import ConfigError, register, unknown
 
@@ -125,7 +125,7 @@ class ConvDecoder(_Decoder):
             layers.append(nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2, bias=last or not cfg.norm))
             if not last:
                 if cfg.norm:
-                    layers.append(nn.GroupNorm(1, out_ch))
+                    layers.append(nn.GroupNorm(1, out_ch, eps=NORM_EPS))
                 layers.append(activation(cfg.act))
             in_ch = out_ch
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # as the ConvEncoder's

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from components.nets import MLP, MLPConfig, activation, check_conv
+from components.nets import MLP, NORM_EPS, MLPConfig, activation, check_conv
 from components.transforms import symlog
 from registry import ConfigError, register
 
@@ -66,7 +66,7 @@ class ConvEncoder(nn.Module):
             out = cfg.depth * 2**i
             layers += [nn.Conv2d(channels, out, kernel, stride=2, bias=not cfg.norm)]
             if cfg.norm:
-                layers.append(nn.GroupNorm(1, out))  # LayerNorm over channels and pixels
+                layers.append(nn.GroupNorm(1, out, eps=NORM_EPS))  # LayerNorm over channels and pixels
             layers.append(activation(cfg.act))
             channels = out
         # Channels-last (NHWC) weights: oneDNN's and cuDNN's preferred layout; the outputs follow it.

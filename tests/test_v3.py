@@ -247,3 +247,16 @@ def test_twohot_output_layers_start_at_zero_in_a_built_agent(make_cfg):
         assert hidden.weight.abs().max() > 0  # the other layers are initialised as usual
     features = torch.randn(3, module.world_model.rssm.feat_dim)
     assert module.behavior.critic(features).mean.abs().max() > 0  # outscale 0.5: not all zero
+
+
+def test_every_norm_layer_of_the_v3_vision_agent_has_the_official_epsilon(make_cfg):
+    """Keras' LayerNorm epsilon, 1e-3, also in the conv nets' GroupNorm (torch's default is 1e-5)."""
+    from components.envs import EnvInfo
+    from recipes.dreamer import Dreamer
+    from recipes.train import validate
+
+    env = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
+    module = Dreamer(*validate(make_cfg("recipe=dreamerv3_dmc_vision", "size=tiny")), env)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm)]
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in norms) >= 6  # 4 in the encoder, 3 in the decoder
+    assert all(m.eps == 1e-3 for m in norms)
