@@ -15,6 +15,13 @@ Time layout of one imagined trajectory (time-major, H = horizon, N = start state
     actor:   objective(pi(.|z_t), a_{t+1}, V_{t+1} / S, v(z_t) / S) + eta * H[pi(.|z_t)], weighted by w_t,
              t = 0 .. H-2 (zH-1 has no target after its action, zH has no action);
              S = return_norm(V) (1 in V1/V2, the percentile range in V3)
+
+With ``return_timing=v3`` (DreamerV3) the return at z_t starts from the next step's reward and
+continue, and each weight includes its own state's discount (a terminal start weighs 0)::
+
+    target   R_t = r_{t+1} + d_{t+1} ((1 - lambda) v_{t+1} + lambda R_{t+1}),  R_H = v(zH)   t = 0 .. H-1
+    weight   w_t = d0 d1 ... dt / gamma
+    critic:  as above with R_t;   actor: objective(pi(.|z_t), a_{t+1}, R_t / S, v(z_t) / S), t = 0 .. H-1
 """
 
 from __future__ import annotations
@@ -100,17 +107,23 @@ class Behavior(nn.Module):
                 disc = torch.cat([first[None], disc[1:]], 0)
             else:
                 disc = torch.full_like(reward, self.cfg.discount)
-        weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
         critic = self.slow_critic if self.cfg.slow_target else self.critic
         with frozen(critic):  # the actor's gradient flows through the values into the features, not the critic
             value = critic(feat).mean
-        target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
+        if self.cfg.return_timing == "v3":
+            target = lambda_return(reward[1:], value[:-1], disc[1:], value[-1], self.cfg.lambda_)
+            weight = (torch.cumprod(disc, 0) / self.cfg.discount).detach()
+            policy = self.actor.dist(seq["policy"])  # pi(.|z_t), t = 0 .. H-1
+            actor_target, baseline, action, actor_weight = target, value[:-1], seq["action"][1:], weight[:-1]
+        else:
+            target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
+            weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
+            policy = self.actor.dist(seq["policy"][:-1])  # pi(.|z_t), t = 0 .. H-2
+            actor_target, baseline, action, actor_weight = target[1:], value[:-2], seq["action"][1:-1], weight[:-2]
         scale = self.return_norm(target)
-
-        policy = self.actor.dist(seq["policy"][:-1])  # pi(.|z_t), t = 0 .. H-2
-        objective = self.actor_grad(policy, seq["action"][1:-1], target[1:] / scale, value[:-2] / scale, step)
+        objective = self.actor_grad(policy, action, actor_target / scale, baseline / scale, step)
         entropy = policy.entropy()
-        actor_loss = -(weight[:-2] * (objective + self.cfg.ent_scale * entropy)).mean()
+        actor_loss = -(actor_weight * (objective + self.cfg.ent_scale * entropy)).mean()
 
         critic_dist = self.critic(feat[:-1].detach())
         critic_nll = -critic_dist.log_prob(target.detach())

@@ -129,6 +129,10 @@ class BehaviorConfig:
     """The lambda-returns bootstrap from the slow critic (V2); false: from the critic itself (V3)."""
     slow_reg: float = 0.0
     """Weight of -log p_critic(slow critic's mean) in the critic loss, pulling it to the slow critic (V3: 1)."""
+    return_timing: str = "v2"
+    """v2: the target at z_t is V_t = r_t + d_t (...) and the actor learns at t = 0 .. H-2 from V_{t+1};
+    v3: R_t = r_{t+1} + d_{t+1} (...), the actor learns at t = 0 .. H-1 from R_t, weights include d_t
+    (the time diagram in recipes/behavior.py)."""
     return_norm: Any = field(default_factory=lambda: {"name": "none"})
     """Divides the actor's returns and baseline: ``none`` (V1/V2) or ``percentile`` (V3; components/normalize.py)."""
 
@@ -141,6 +145,8 @@ class BehaviorConfig:
         within("slow_critic_fraction", self.slow_critic_fraction, 0, 1, low_open=True)
         within("expl_noise", self.expl_noise, 0, 1)
         at_least("slow_reg", self.slow_reg, 0, " (0 = off)")
+        if self.return_timing not in ("v2", "v3"):
+            raise unknown("return_timing", self.return_timing, ("v2", "v3"))
 
 
 NONFINITE = ("stop", "skip")

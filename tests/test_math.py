@@ -19,7 +19,7 @@ from components.returns import lambda_return
 from components.rssm import RSSM, RSSMConfig
 from recipes.behavior import Behavior
 from recipes.config import BehaviorConfig
-from registry import build
+from registry import ConfigError, build
 from registry import core as registry_core
 
 
@@ -508,6 +508,32 @@ def test_behavior_losses_by_hand(actor_grad, step, objective):
     assert critic_loss.item() == pytest.approx(sum(critic_terms) / 6, rel=1e-5)
     assert metrics["behavior/return"].item() == pytest.approx(sum(map(sum, _TARGET)) / 6, rel=1e-6)
     assert metrics["behavior/entropy"].item() == pytest.approx(_LOG3, rel=1e-6)
+
+
+# return_timing=v3 on the same table, R_t = r_{t+1} + d_{t+1} (0.5 v_{t+1} + 0.5 R_{t+1}), R_3 = v_3 = 40:
+#   R2 = 4 + 0.7 * (20 + 20) = 32;  R1 = 3 + 0.8 * (15 + 16) = 27.8;  R0 = 2 + 0.9 * (10 + 13.9) = 23.51
+# (both starts: R never reads d_0); weights d_0 .. d_t / 0.99: (1, 0.9, 0.72) and (0, 0, 0) for the terminal start.
+_TARGET_V3 = [23.51, 27.8, 32.0]
+_WEIGHT_V3 = [[1.0, 0.0], [0.9, 0.0], [0.72, 0.0]]
+
+
+@pytest.mark.parametrize("name", ["reinforce", "dynamics"])
+def test_v3_return_timing_by_hand(name):
+    wm, beh, post, is_terminal = _table_behavior({"name": name}, ent_scale=0.1)
+    beh.cfg.return_timing = "v3"
+    actor_loss, critic_loss, metrics = beh.loss(wm, post, is_terminal, step=0)
+    objective = {  # a_{t+1} ~ pi(.|z_t) for t = 0 .. H-1 against R_t and the slow critic's v(z_t) = 10, 20, 30
+        "reinforce": lambda t: -_LOG3 * (_TARGET_V3[t] - 10.0 * (t + 1)),
+        "dynamics": lambda t: _TARGET_V3[t],
+    }[name]
+    terms = [_WEIGHT_V3[t][n] * (objective(t) + 0.1 * _LOG3) for t in range(3) for n in range(2)]
+    assert actor_loss.item() == pytest.approx(-sum(terms) / 6, rel=1e-5)
+    nll = lambda v: 0.5 * v**2 + 0.5 * math.log(2 * math.pi)  # noqa: E731  (critic predicts 0)
+    critic_terms = [_WEIGHT_V3[t][n] * nll(_TARGET_V3[t]) for t in range(3) for n in range(2)]
+    assert critic_loss.item() == pytest.approx(sum(critic_terms) / 6, rel=1e-5)
+    assert metrics["behavior/return"].item() == pytest.approx(sum(_TARGET_V3) / 3, rel=1e-6)
+    with pytest.raises(ConfigError, match="return_timing: unknown 'v4'; valid: v2, v3"):
+        BehaviorConfig(return_timing="v4").check()
 
 
 def test_without_a_discount_head_every_discount_is_gamma_even_after_a_terminal():
