@@ -36,12 +36,24 @@ class Reinforce:
         return _reinforce(policy, actions.detach(), returns, baseline)
 
 
-@register("actor_grad", "dynamics")
+@dataclass
+class DynamicsConfig:
+    """Dynamics backpropagation's objective."""
+
+    baseline: bool = False
+    """Maximise V_lambda - v(z) rather than V_lambda (DreamerV3 v1): the value at an imagined state is not
+    detached, so its gradient through the state also reaches the actor (V2: false)."""
+
+
+@register("actor_grad", "dynamics", DynamicsConfig)
 class Dynamics:
     """Backpropagate the lambda-return through the learned dynamics into the actor."""
 
+    def __init__(self, cfg: DynamicsConfig | None = None):
+        self.cfg = cfg or DynamicsConfig()
+
     def __call__(self, policy, actions, returns, baseline, step: int = 0) -> torch.Tensor:
-        return returns
+        return returns - baseline if self.cfg.baseline else returns
 
 
 class Schedule:

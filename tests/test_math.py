@@ -10,7 +10,7 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from components.actor_grads import Dynamics, Mix, MixConfig, Reinforce, Schedule
+from components.actor_grads import Dynamics, DynamicsConfig, Mix, MixConfig, Reinforce, Schedule
 from components.heads import OneHot, TruncatedNormal, bernoulli, normal
 from components.kl import Balanced, BalancedConfig, Plain, PlainConfig
 from components.latents import Categorical, CategoricalConfig, Gaussian, GaussianConfig
@@ -598,6 +598,12 @@ def test_estimator_objectives_by_hand():
     logp = policy.log_prob(actions)
     torch.testing.assert_close(Reinforce()(policy, actions, returns, baseline), logp * torch.tensor([1.0, 2.0]))
     torch.testing.assert_close(Dynamics()(policy, actions, returns, baseline), returns)
+    # DreamerV3's backprop objective R - v: both keep their gradients (+1 and -1 per step)
+    returns_, baseline_ = returns.clone().requires_grad_(), baseline.clone().requires_grad_()
+    objective = Dynamics(DynamicsConfig(baseline=True))(policy, actions, returns_, baseline_)
+    torch.testing.assert_close(objective.detach(), torch.tensor([1.0, 2.0]))
+    objective.sum().backward()
+    assert returns_.grad.tolist() == [1.0, 1.0] and baseline_.grad.tolist() == [-1.0, -1.0]
     mix = Mix(MixConfig(rho="0.25"))(policy, actions, returns, baseline)
     torch.testing.assert_close(mix, 0.25 * logp * torch.tensor([1.0, 2.0]) + 0.75 * returns)
 

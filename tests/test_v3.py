@@ -260,3 +260,20 @@ def test_every_norm_layer_of_the_v3_vision_agent_has_the_official_epsilon(make_c
     norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm)]
     assert sum(isinstance(m, torch.nn.GroupNorm) for m in norms) >= 6  # 4 in the encoder, 3 in the decoder
     assert all(m.eps == 1e-3 for m in norms)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "baseline"),
+    [
+        (("recipe=dreamerv3_dmc_proprio",), True),  # conf/tuning/<recipe>/actor_grad/dynamics.yaml
+        (("recipe=dreamerv3_atari100k", "actor_grad=dynamics"), True),
+        (("recipe=dreamerv2_dmc",), False),  # V2's backprop objective is the return alone
+        (("recipe=dreamerv3_atari100k",), None),  # reinforce: no such setting
+    ],
+)
+def test_v3_recipes_give_the_backprop_actor_its_baseline(make_cfg, overrides, baseline):
+    from recipes.train import validate
+
+    _, components = validate(make_cfg(*overrides))
+    estimator = build("actor_grad", components["actor_grad"])
+    assert getattr(getattr(estimator, "cfg", None), "baseline", None) == baseline
