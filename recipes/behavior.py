@@ -59,7 +59,7 @@ class Behavior(nn.Module):
         self.cfg = cfg
         actor_cfg = dict(cfg.actor)
         if actor_cfg.get("name") == "auto":
-            actor_cfg["name"] = "onehot" if discrete else cfg.actor_continuous
+            actor_cfg["name"] = cfg.auto_actor(discrete)
         self.actor = build("head", actor_cfg, path="behavior.actor", in_dim=feat_dim, out_dim=action_dim)
         self.critic = build("head", cfg.critic, path="behavior.critic", in_dim=feat_dim)
         # Its own initial weights, as the official target critic: the first update copies the critic.

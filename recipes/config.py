@@ -147,6 +147,11 @@ class BehaviorConfig:
         at_least("slow_reg", self.slow_reg, 0, " (0 = off)")
         if self.return_timing not in ("v2", "v3"):
             raise unknown("return_timing", self.return_timing, ("v2", "v3"))
+        registry.get("head", self.actor_continuous, path="actor_continuous")
+
+    def auto_actor(self, discrete: bool) -> str:
+        """The head ``actor.name=auto`` stands for: onehot for discrete actions, else ``actor_continuous``."""
+        return "onehot" if discrete else self.actor_continuous
 
 
 NONFINITE = ("stop", "skip")
@@ -323,13 +328,8 @@ class RunConfig:
 
 
 COMPONENT_KINDS = ("env", "encoder", "decoder", "latent", "kl", "actor_grad", "replay")
-# Head sections inside model/behavior, with the head options ``auto`` may stand for.
-HEADS = {
-    "model.reward_head": (),
-    "model.discount_head": (),
-    "behavior.critic": (),
-    "behavior.actor": ("onehot",),  # and behavior.actor_continuous
-}
+# Head sections inside model/behavior; only the actor's may be ``auto`` (BehaviorConfig.auto_actor).
+HEADS = ("model.reward_head", "model.discount_head", "behavior.critic", "behavior.actor")
 
 
 def validate(cfg: DictConfig | dict) -> tuple[RunConfig, dict]:
@@ -347,22 +347,20 @@ def validate(cfg: DictConfig | dict) -> tuple[RunConfig, dict]:
     typed = {kind: registry.validate(kind, section, path=kind)[1] for kind, section in components.items()}
     plain = {k: v for k, v in container.items() if k not in COMPONENT_KINDS}
     run = registry.core.to_schema(RunConfig, plain, path="")
-    for path, auto in HEADS.items():
+    for path in HEADS:
         section, key = path.split(".")
         head = getattr(getattr(run, section), key)
         if head is None:
             continue
-        if isinstance(head, dict) and head.get("name") == "auto":
+        if path == "behavior.actor" and isinstance(head, dict) and head.get("name") == "auto":
             errors = []
-            if path == "behavior.actor":
-                registry.get("head", run.behavior.actor_continuous, path="behavior.actor_continuous")
-                auto = (*auto, run.behavior.actor_continuous)
-            for name in auto:  # the env decides which: the settings must suit one of them
+            options = (run.behavior.auto_actor(discrete=True), run.behavior.auto_actor(discrete=False))
+            for name in options:  # the env decides which: the settings must suit one of them
                 try:
                     registry.validate("head", {**head, "name": name}, path=path)
                 except ConfigError as err:
                     errors.append(err)
-            if len(errors) == len(auto):
+            if len(errors) == len(options):
                 raise errors[-1]
         else:
             registry.validate("head", head, path=path)
