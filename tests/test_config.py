@@ -149,7 +149,7 @@ def test_a_bad_value_names_its_section_path(make_cfg):
         validate(make_cfg("behavior.actor.units=0"))
     with pytest.raises(ConfigError, match=r"^replay\.capacity: 10 steps over 4 envs cannot hold one window of 8"):
         validate(make_cfg("debug=smoke", "replay.capacity=10", "train.num_envs=4"))
-    # ``auto`` stands for an actor head only; elsewhere it is an unknown head (was an IndexError)
+    # ``auto`` stands for an actor head only; elsewhere it is an unknown head
     with pytest.raises(ConfigError, match=r"^model\.reward_head: unknown head 'auto'; valid: bernoulli, "):
         validate(make_cfg("model.reward_head.name=auto"))
     with pytest.raises(ConfigError, match=r"^behavior\.actor_continuous: unknown head 'foo'; valid: "):
