@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,3 +256,57 @@ def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, m
     learn.main()
     assert "| 2008 | 400 | 500 | 900 | 600 | 400-900 | 280 (200-330) |" in capsys.readouterr().out
     plt.close("all")
+
+
+def _benchmark_module(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+
+
+def test_official_v3_train_drops_only_the_delete_of_discarded_tracers():
+    official_v3_train = _benchmark_module("official_v3_train")
+    source = "  jax.tree_util.tree_map(\n      lambda x: hasattr(x, 'delete') and x.delete(), discarded)\n"
+    assert official_v3_train.patched_source(source) == "  jax.tree_util.tree_map(\n      lambda x: None, discarded)\n"
+    with pytest.raises(RuntimeError, match="not danijar/dreamerv3 ec526b9"):
+        official_v3_train.patched_source("def _prerun(fun, *args): pass\n")
+
+
+def test_replay_actions_reads_both_replays_in_blocks_of_agent_steps(tmp_path):
+    """Blocks of 2 agent steps, 2 envs, repeat 2: a block ending at step 2 ends at env step 8."""
+    replay_actions = _benchmark_module("replay_actions")
+    # dreamerkit: 6 rows of which 4 written (zeros after), env 0 pushes +1, env 1 alternates around 0.5
+    run = tmp_path / "ours"
+    (run / "replay").mkdir(parents=True)
+    action = np.zeros((6, 2, 1), np.float32)
+    action[:4, 0, 0] = [1.0, 1.0, 0.5, 0.5]
+    action[:4, 1, 0] = [0.5, -1.5, 0.25, 0.25]
+    reward = np.zeros((6, 2), np.float32)
+    reward[:4] = 1.0
+    for key, value in {"action": action, "reward": reward, "is_first": np.zeros((6, 2), bool)}.items():
+        np.memmap(run / "replay" / f"{key}.memmap", value.dtype, "w+", shape=value.shape)[:] = value
+    meta = {k: {"shape": [6, 2]} for k in ("is_first", "action", "reward")}
+    (run / "replay" / "meta.json").write_text(json.dumps(meta))
+    rows = replay_actions.blocks(*replay_actions.dreamerkit_streams(run), block=2, repeat=2)
+    assert sorted(rows) == [(8, 0.5, 2.0), (8, 1.0, 2.0), (16, 0.25, 2.0), (16, 0.5, 2.0)]
+    # the printed rows, with env steps in thousands (repeat 2000): per bin the mean over its blocks
+    lines = replay_actions.table(replay_actions.blocks(*replay_actions.dreamerkit_streams(run), 2, 2000), 8000)
+    assert [line.split() for line in lines[1:]] == [["0-8k", "2", "0.75", "2.0"], ["8-16k", "2", "0.38", "2.0"]]
+    # official: worker a = chunk a1 (whole) -> a2 (saved twice, the longer save counts); worker b = b1
+    logdir = tmp_path / "official"
+    (logdir / "replay").mkdir(parents=True)
+
+    def chunk(name: str, actions: list[float]) -> None:
+        data = {"action": np.array(actions, np.float32)[:, None], "reward": np.ones(len(actions), np.float32)}
+        np.savez(logdir / "replay" / f"{name}.npz", **data)
+
+    chunk("T1-a1-a2-2", [-1.0, -1.0])
+    chunk("T2-a2-0000-1", [0.5, 9.0])  # saved early: only its first step was filled
+    chunk("T3-a2-0000-2", [0.5, 0.0])
+    chunk("T1-b1-0000-4", [1.0, 0.0, 0.0, 0.0])
+    actions, rewards = replay_actions.official_streams(logdir)
+    assert sorted(a.tolist() for a in actions) == [[-1.0, -1.0, 0.5, 0.0], [1.0, 0.0, 0.0, 0.0]]
+    rows = replay_actions.blocks(actions, rewards, block=2, repeat=2)
+    assert sorted(rows) == [(8, 0.5, 2.0), (8, 1.0, 2.0), (16, 0.0, 2.0), (16, 0.25, 2.0)]

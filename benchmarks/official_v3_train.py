@@ -1,0 +1,133 @@
+"""Train the official DreamerV3 (danijar/dreamerv3 at its arXiv-v1 commit ec526b9, JAX) on this CPU.
+
+    git clone https://github.com/danijar/dreamerv3 runs/official-v3-src && git -C runs/official-v3-src checkout ec526b9
+    python benchmarks/official_v3_train.py --source runs/official-v3-src --logdir runs/official_v3/balance_s0 -- \\
+        --configs dmc_proprio --task dmc_cartpole_balance --seed 0 --run.train_ratio 32 --run.steps 50000
+
+Everything after ``--`` goes to the official ``train.py`` unchanged (its flags, its ``configs.yaml``);
+``--jax.platform cpu --jax.precision float32 --envs.parallel none`` are added first, so later flags
+win. It writes its own logdir: ``metrics.jsonl``, ``scores.jsonl`` and the replay chunks
+(``replay/*.npz``, read by ``benchmarks/replay_actions.py``). The official code is not on PyPI at
+that commit, so it is cloned by hand (above); it runs in its own venv (``--venv``, default
+``runs/official-v3-venv``) with ``PINS``, never as a dependency of dreamerkit. XLA gets one thread
+(``--xla_cpu_multi_thread_eigen=false``), as the dreamerkit runs beside it get one each.
+
+What changes, and nothing in the agent:
+
+- ``ninjax._prerun`` calls ``delete()`` on every output it discards; under the pinned jax 0.4.23
+  (with tensorflow-probability 0.23, a pair that installs on Python 3.11) those outputs are
+  tracers, whose ``delete()`` raises ``ConcretizationTypeError``. The call is dropped (it only
+  frees memory early). The script fails if the line is not there.
+- The logger writes the JSONL files and the terminal only: its TensorBoard output needs TensorFlow,
+  which the agent does not.
+- ``--render false`` (default) builds the DMC envs with ``render=False``: proprio runs never read the
+  frames, and dreamerkit's proprio env renders none either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# jax 0.4.23 needs scipy < 1.12 (scipy.linalg.tril) and ruamel.yaml < 0.18 (safe_dump); the env pins are dreamerkit's.
+PINS = [
+    "jax==0.4.23",
+    "jaxlib==0.4.23",
+    "optax==0.1.7",
+    "tensorflow-probability==0.23.0",
+    "numpy==1.26.4",
+    "scipy==1.11.4",
+    "ruamel.yaml==0.17.40",
+    "rich",
+    "cloudpickle",
+    "dm-control==1.0.50",
+    "mujoco==3.17.0",
+]
+DELETE = "lambda x: hasattr(x, 'delete') and x.delete(), discarded)"
+KEEP = "lambda x: None, discarded)"
+CPU_FLAGS = ["--jax.platform", "cpu", "--jax.precision", "float32", "--envs.parallel", "none"]
+
+
+def ensure_venv(venv: Path) -> Path:
+    """The Python of ``venv``, created and given ``PINS`` if it cannot import them."""
+    python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python links to the base one
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    check = "import jax, optax, tensorflow_probability, dm_control, ruamel.yaml; assert jax.__version__ == '0.4.23'"
+    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
+        print(f"# installing {' '.join(PINS)} into {venv}", flush=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
+    return python
+
+
+def patched_source(text: str) -> str:
+    """``ninjax.py`` without the ``delete()`` of discarded tracers; fails if the line is not there."""
+    if DELETE not in text:
+        raise RuntimeError("ninjax.py has no delete() of discarded outputs to drop: not danijar/dreamerv3 ec526b9?")
+    return text.replace(DELETE, KEEP)
+
+
+def worker(source: Path, render: bool, argv: list[str]) -> None:
+    """Inside the venv: the official ``train.main(argv)`` with the three changes of the docstring."""
+    package_dir = source / "dreamerv3"
+    sys.path.insert(0, str(package_dir))  # its modules import `embodied` absolutely
+    package = types.ModuleType("dreamerv3")  # the package without its __init__, which imports ninjax first
+    package.__path__ = [str(package_dir)]
+    sys.modules["dreamerv3"] = package
+    ninjax_file = package_dir / "ninjax.py"
+    ninjax = types.ModuleType("dreamerv3.ninjax")
+    ninjax.__file__, ninjax.__package__ = str(ninjax_file), "dreamerv3"
+    exec(compile(patched_source(ninjax_file.read_text()), str(ninjax_file), "exec"), ninjax.__dict__)
+    sys.modules["dreamerv3.ninjax"] = ninjax
+
+    import embodied
+    from dreamerv3 import train
+    from embodied.envs import dmc
+
+    def make_logger(parsed, logdir, step, config):
+        multiplier = config.env.get(config.task.split("_")[0], {}).get("repeat", 1)
+        outputs = [
+            embodied.logger.TerminalOutput(config.filter),
+            embodied.logger.JSONLOutput(logdir, "metrics.jsonl"),
+            embodied.logger.JSONLOutput(logdir, "scores.jsonl", "episode/score"),
+        ]
+        return embodied.Logger(step, outputs, multiplier)
+
+    train.make_logger = make_logger
+    init = dmc.DMC.__init__
+
+    def dmc_init(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "render": render})
+
+    dmc.DMC.__init__ = dmc_init
+    train.main(argv)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", type=Path, required=True, help="a checkout of danijar/dreamerv3 at ec526b9")
+    parser.add_argument("--logdir", type=Path, required=True)
+    parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "official-v3-venv")
+    parser.add_argument("--render", choices=["true", "false"], default="false", help="render DMC frames")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    rest = [a for a in rest if a != "--"]
+    if not (args.source / "dreamerv3" / "ninjax.py").exists():
+        parser.error(f"--source {args.source} has no dreamerv3/ninjax.py: clone danijar/dreamerv3 at ec526b9 there")
+    argv = [*CPU_FLAGS, *rest, "--run.logdir", str(args.logdir.absolute())]
+    if args.worker:
+        return worker(args.source.absolute(), args.render == "true", argv)
+    python = ensure_venv(args.venv)
+    env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
+    cmd = [str(python), __file__, "--worker", "--source", str(args.source), "--logdir", str(args.logdir)]
+    cmd += ["--render", args.render, "--", *rest]
+    sys.exit(subprocess.run(cmd, env=env).returncode)
+
+
+if __name__ == "__main__":
+    main()
