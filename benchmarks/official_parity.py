@@ -85,6 +85,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from venvs import ensure_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ["tensorflow-cpu==2.21.0", "tensorflow-probability==0.25.0", "tf-keras==2.21.0", "ruamel.yaml==0.17.40"]
@@ -97,27 +98,6 @@ CASES = {
     "dmc": ("dreamerv2_dmc", [], "dmc_vision", {}),
 }
 LOW, HIGH = 1e-3, 1 - 1e-3  # range of the fixed uniforms: no sample sits on a bound
-_CHECK_PINS = (
-    "import sys, importlib.metadata as m\n"
-    "for pin in sys.argv[1:]:\n"
-    "    name, version = pin.split('==')\n"
-    "    assert m.version(name).split('+')[0] == version, pin\n"
-)
-
-
-def ensure_venv(venv: Path, extra: list[str] = ()) -> Path:
-    """The Python of ``venv``, created with ``python -m venv`` and given ``PINS``, ``extra`` and ``OFFICIAL``
-    if it lacks them."""
-    python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python is a link to the base one
-    if not python.exists():
-        print(f"# creating {venv}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pins = [*PINS, *extra]
-    if subprocess.run([str(python), "-c", _CHECK_PINS, *pins, OFFICIAL], capture_output=True).returncode != 0:
-        print(f"# installing {' '.join(pins)} and {OFFICIAL} (--no-deps) into {venv}", flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *pins], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", OFFICIAL], check=True)
-    return python
 
 
 # -- the fixed random draws, shared by both sides ----------------------------------------------------
@@ -912,7 +892,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
-    python = ensure_venv(args.venv)
+    python = ensure_venv(args.venv, PINS, no_deps=[OFFICIAL])
     rows, notes = [], []
     for case in args.cases:
         r, n = compare_case(case, python, args)

@@ -33,6 +33,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from venvs import ensure_venv
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTRA = ["dm-control==1.0.50", "mujoco==3.17.0", "gym==0.26.2", "tensorboard==2.21.0"]
 GPU_ASSERT = "  assert tf.config.experimental.list_physical_devices('GPU'), message\n"
@@ -114,7 +116,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import official_parity
 
-    python = official_parity.ensure_venv(args.venv, EXTRA)
+    python = ensure_venv(args.venv, [*official_parity.PINS, *EXTRA], no_deps=[official_parity.OFFICIAL])
     package = official_parity.package_dir(python)
     cmd = [str(python), __file__, "--worker", str(package), "--logdir", str(args.logdir), *rest]
     sys.exit(subprocess.run(cmd).returncode)

@@ -33,6 +33,8 @@ import sys
 import types
 from pathlib import Path
 
+from venvs import ensure_venv
+
 ROOT = Path(__file__).resolve().parent.parent
 # jax 0.4.23 needs scipy < 1.12 (scipy.linalg.tril) and ruamel.yaml < 0.18 (safe_dump); the env pins are dreamerkit's.
 PINS = [
@@ -43,26 +45,14 @@ PINS = [
     "numpy==1.26.4",
     "scipy==1.11.4",
     "ruamel.yaml==0.17.40",
-    "rich",
-    "cloudpickle",
+    "rich==15.0.0",
+    "cloudpickle==3.1.3",
     "dm-control==1.0.50",
     "mujoco==3.17.0",
 ]
 DELETE = "lambda x: hasattr(x, 'delete') and x.delete(), discarded)"
 KEEP = "lambda x: None, discarded)"
 CPU_FLAGS = ["--jax.platform", "cpu", "--jax.precision", "float32", "--envs.parallel", "none"]
-
-
-def ensure_venv(venv: Path) -> Path:
-    """The Python of ``venv``, created and given ``PINS`` if it cannot import them."""
-    python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python links to the base one
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    check = "import jax, optax, tensorflow_probability, dm_control, ruamel.yaml; assert jax.__version__ == '0.4.23'"
-    if subprocess.run([str(python), "-c", check], capture_output=True).returncode != 0:
-        print(f"# installing {' '.join(PINS)} into {venv}", flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
-    return python
 
 
 def patched_source(text: str) -> str:
@@ -122,7 +112,7 @@ def main() -> None:
     argv = [*CPU_FLAGS, *rest, "--run.logdir", str(args.logdir.absolute())]
     if args.worker:
         return worker(args.source.absolute(), args.render == "true", argv)
-    python = ensure_venv(args.venv)
+    python = ensure_venv(args.venv, PINS)
     env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
     cmd = [str(python), __file__, "--worker", "--source", str(args.source), "--logdir", str(args.logdir)]
     cmd += ["--render", args.render, "--", *rest]

@@ -137,6 +137,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from venvs import ensure_venv
+
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ["torch==2.13.0", "sheeprl[dmc]==0.8.4", "mujoco==3.17.0"]
 RESULT = "SHEEPRL_COMPARE_RESULT "
@@ -149,24 +151,6 @@ V3_SIZES = {  # SheepRL's algo=dreamer_v3_<size> presets, in dreamerkit's size k
     "M": "v3_medium",
     "L": "v3_large",
 }
-_CHECK_PINS = (
-    "import sys, importlib.metadata as m\n"
-    "for pin in sys.argv[1:]:\n"
-    "    name, version = pin.split('==')\n"
-    "    assert m.version(name.split('[')[0]).split('+')[0] == version, pin\n"
-)
-
-
-def ensure_venv(venv: Path) -> Path:
-    """The Python of ``venv``, created with ``python -m venv`` and given ``PINS`` unless it has them."""
-    python = venv.absolute() / "bin" / "python"  # not resolved: the venv's python is a link to the base one
-    if not python.exists():
-        print(f"# creating {venv}", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    if subprocess.run([str(python), "-c", _CHECK_PINS, *PINS], capture_output=True).returncode != 0:
-        print(f"# installing {' '.join(PINS)} into {venv}", flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *PINS], check=True)
-    return python
 
 
 def sizes(algo: str, size: str) -> dict:
@@ -477,7 +461,7 @@ def main() -> None:
     from components.envs.dmc import select_gl_backend
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MUJOCO_GL": select_gl_backend()}
-    python = ensure_venv(args.venv)
+    python = ensure_venv(args.venv, PINS)
     rows = []
     for size in args.size:
         for obs in args.obs:
