@@ -57,18 +57,17 @@ def test_throughput_profile_prints_the_phases_and_the_flops_of_an_update():
     assert re.search(r"^GRUCell\s+[0-9.]+ GFLOP", out.stdout, re.M), out.stdout  # the recurrent model is counted
 
 
-def _sheeprl_compare():
+def _benchmark_module(name: str):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        import sheeprl_compare
+        return __import__(name)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    return sheeprl_compare
 
 
 def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(tmp_path):
     """The SheepRL side gets the same sizes and schedule, and its own precision when one is given."""
-    sheeprl_compare = _sheeprl_compare()
+    sheeprl_compare = _benchmark_module("sheeprl_compare")
     size = {"deter": 200, "hidden": 150, "stoch": 32, "classes": 16, "cnn_depth": 48, "mlp_layers": 4, "mlp_units": 400}
     for expected in (
         "algo.world_model.recurrent_model.recurrent_state_size=200",
@@ -97,7 +96,7 @@ def test_sheeprl_compare_maps_our_size_and_its_precision_onto_sheeprl_overrides(
 
 def test_sheeprl_compare_runs_sheeprls_v3_preset_from_the_state_vectors(tmp_path):
     """DreamerV3: SheepRL's own size preset, the vectors alone, the V3 batch; its sizes are ours or the run stops."""
-    sheeprl_compare = _sheeprl_compare()
+    sheeprl_compare = _benchmark_module("sheeprl_compare")
     args = type("Args", (), {"warmup": 1, "updates": 3, "threads": 1, "sheeprl_precision": "32-true"})()
     overrides = sheeprl_compare.sheeprl_overrides("dreamer_v3", "XS", "proprio", args, tmp_path)
     for expected in (
@@ -181,11 +180,7 @@ def test_reconstructions_and_world_model_fit_print_the_foreground_error(tmp_path
 
 def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path):
     """learn.py --plot shades the min-max of each evaluation's episodes; runs without episodes.csv still plot."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import learn
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    learn = _benchmark_module("learn")
     import matplotlib.pyplot as plt
 
     run = tmp_path / "run"
@@ -216,11 +211,7 @@ def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path)
 def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, monkeypatch):
     """Several runs: per-seed returns at the evaluations all reached, their mean and min-max, and the
     official V3 row of the run's suite (proprio here, not vision)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import learn
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    learn = _benchmark_module("learn")
     import matplotlib.pyplot as plt
 
     official = tmp_path / "v3.csv"
@@ -258,14 +249,6 @@ def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, m
     plt.close("all")
 
 
-def _benchmark_module(name: str):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-
-
 def test_official_v3_train_drops_only_the_delete_of_discarded_tracers():
     official_v3_train = _benchmark_module("official_v3_train")
     source = "  jax.tree_util.tree_map(\n      lambda x: hasattr(x, 'delete') and x.delete(), discarded)\n"
@@ -289,10 +272,11 @@ def test_replay_actions_reads_both_replays_in_blocks_of_agent_steps(tmp_path):
         np.memmap(run / "replay" / f"{key}.memmap", value.dtype, "w+", shape=value.shape)[:] = value
     meta = {k: {"shape": [6, 2]} for k in ("is_first", "action", "reward")}
     (run / "replay" / "meta.json").write_text(json.dumps(meta))
-    rows = replay_actions.blocks(*replay_actions.dreamerkit_streams(run), block=2, repeat=2)
+    streams = replay_actions.dreamerkit_streams(run)
+    rows = replay_actions.blocks(*streams, block=2, repeat=2)
     assert sorted(rows) == [(8, 0.5, 2.0), (8, 1.0, 2.0), (16, 0.25, 2.0), (16, 0.5, 2.0)]
     # the printed rows, with env steps in thousands (repeat 2000): per bin the mean over its blocks
-    lines = replay_actions.table(replay_actions.blocks(*replay_actions.dreamerkit_streams(run), 2, 2000), 8000)
+    lines = replay_actions.table(replay_actions.blocks(*streams, 2, 2000), 8000)
     assert [line.split() for line in lines[1:]] == [["0-8k", "2", "0.75", "2.0"], ["8-16k", "2", "0.38", "2.0"]]
     # official: worker a = chunk a1 (whole) -> a2 (saved twice, the longer save counts); worker b = b1
     logdir = tmp_path / "official"
