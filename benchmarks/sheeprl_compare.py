@@ -81,7 +81,10 @@ hidden 256, 1 x 256 MLP layers, CNN depth 24; S, M and L are ``conf/size/v3_smal
   straight-through one-hot samples; a learned initial deter (tanh of a parameter) with its prior's
   mode as the initial latent.
 - Every hidden dense layer, conv and transposed conv: no bias, LayerNorm with eps 1e-3, SiLU; output
-  layers with a bias.
+  layers with a bias. The conv nets are the official V3 ones on both sides: stride-2 convs with
+  kernels 4 and padding 1 down to 4x4 (depth x (1, 2, 4, 8) channels), each pixel's channels
+  normalised; the decoder a linear layer to 8 x depth channels at 4x4, then transposed convs with
+  kernels 4 up to 64x64. The GRU's linear layer has no bias.
 - Heads of ``mlp_layers`` x ``mlp_units`` on [deter, latent]: reward and critic over 255 two-hot bins
   in symlog space from -20 to 20; continue (one Bernoulli logit); actor (mean and std of each action
   dimension). Vector observations: symlog into an MLP encoder of the same layers, an MLP decoder
@@ -93,19 +96,8 @@ hidden 256, 1 x 256 MLP layers, CNN depth 24; S, M and L are ``conf/size/v3_smal
   imagination from all 16 x 64 posteriors. The world model's weights get no gradient from the actor
   or critic losses on either side (SheepRL: ``backward(inputs=...)``; dreamerkit: frozen).
 
-What differs in the work of an update:
+The trained parameters are equal (vision XS 8.26 M, S 17.92 M). What differs in the work of an update:
 
-- The conv nets (vision). SheepRL's are the official V3 ones: stride-2 convs with kernels 4 and
-  padding 1 down to 4x4 (depth x (1, 2, 4, 8) channels), an embedding of 128 x depth; the decoder a
-  linear layer to 8 x depth channels at 4x4, then transposed convs with kernels 4 up to 64x64.
-  dreamerkit's are its DreamerV2 shapes (kernels 4 without padding down to 2x2, an embedding of
-  32 x depth; a linear layer to 32 x depth channels at 1x1, then transposed convs with kernels 5, 5,
-  6, 6), see ``conf/recipe/dreamerv3_dmc_vision.yaml``. Per frame, encoder and decoder take about
-  1.5 times dreamerkit's multiply-adds on SheepRL's side (XS: 15.3 + 19.3 M against 8.6 + 15.0 M;
-  S: 26.7 + 33.0 M against 14.7 + 25.5 M), and the posterior's first layer has more inputs (S:
-  512 + 4096 against 512 + 1024): more parameters on SheepRL's side. The conv LayerNorm: SheepRL
-  normalises the channels of each pixel, dreamerkit channels and pixels together (GroupNorm(1, C)).
-- dreamerkit's GRU linear layer keeps its bias (3 x deter parameters); SheepRL's has none.
 - SheepRL computes the embedding's part of the posterior's first layer for the whole sequence at
   once, and the priors after the unroll (the same arithmetic in fewer, larger matrix products);
   dreamerkit computes both at every step of the unroll.
@@ -114,10 +106,9 @@ What differs in the work of an update:
   every imagined state twice (in the imagination and in its loss), dreamerkit once (its loss reads
   the policy kept from the imagination). From the state vectors (no conv nets) ``--flops`` counts
   218 GFLOP per update on SheepRL's side against 207 on dreamerkit's at XS.
-- The actor: SheepRL's ``scaled_normal`` (a Normal with mean tanh(x), std in [0.1, 1], samples
-  clipped to 1 before the RSSM), dreamerkit's truncated normal (its recipe's named deviation). The
-  continue head's target: 1 - terminal (SheepRL), gamma x (1 - terminal) (dreamerkit). The actor's
-  advantage: SheepRL subtracts the critic's value from the return, dreamerkit does not.
+- The continue head's target: 1 - terminal (SheepRL), gamma x (1 - terminal) (dreamerkit). (The actor
+  is the same: a Normal with mean tanh(x) and std in [0.1, 1], the critic's value subtracted from the
+  return; samples beyond 1 reach the RSSM as 1, SheepRL clipped, dreamerkit scaled as v1.)
 - Optimizers: SheepRL Adam with ``fused=True``, dreamerkit AdamW (weight decay 0, foreach).
 - SheepRL moves its target critic between updates, outside the timed ``train``; dreamerkit's slow
   critic update is inside the timed step.

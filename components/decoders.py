@@ -1,6 +1,7 @@
 """Observation decoders: ``dists = decoder(features)``, one distribution per observation key.
 
-    conv   transposed CNN to 64x64 images (paper: depth 48, kernels 5,5,6,6), unit-variance Gaussian on pixels
+    conv   transposed CNN to 64x64 images (paper: depth 48, kernels 5,5,6,6; DreamerV3: padded, from 4x4),
+           unit-variance Gaussian on pixels
     mlp    MLP to every vector key, unit-variance Gaussian
     multi  both (the default)
 
@@ -20,7 +21,7 @@ from torch import distributions as D
 from torch import nn
 
 from components.encoders import image_keys, preprocess_image, vector_keys
-from components.nets import MLP, NORM_EPS, MLPConfig, activation, check_conv
+from components.nets import MLP, NORM_EPS, ChannelNorm, MLPConfig, activation, check_conv, hidden
 from components.transforms import symexp, symlog
 from registry import ConfigError, register, unknown
 
@@ -30,7 +31,7 @@ VECTOR_DISTS = ("normal", "mse", "symlog_mse")
 
 @dataclass
 class ConvDecoderConfig:
-    """Transposed convolutions from a 1x1 map with 32 * depth channels up to 64x64."""
+    """Transposed convolutions from a small map (a linear layer's output) up to the image size."""
 
     depth: int = 48
     """Channels of the last hidden layer (doubling towards the first)."""
@@ -39,12 +40,16 @@ class ConvDecoderConfig:
     act: str = "elu"
     """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = False
-    """LayerNorm over channels and pixels after each hidden layer."""
+    """LayerNorm over the channels of each pixel after each hidden layer (DreamerV3), without conv biases."""
+    pad: bool = False
+    """Start from a (size / 2^layers)-square map of depth * 2^(layers - 1) channels and pad each layer so it
+    doubles the size exactly (DreamerV3, kernels [4, 4, 4, 4]); false: from 1x1 with 32 * depth channels,
+    unpadded (DreamerV2)."""
     dist: str = "normal"
     """Loss of the pixels: ``normal`` (unit Gaussian NLL, V1/V2) or ``mse`` (sum of squared errors, V3)."""
 
     def check(self) -> None:
-        check_conv(self.depth, self.kernels, self.act)
+        check_conv(self.depth, self.kernels, self.act, self.pad)
         if self.dist not in IMAGE_DISTS:
             raise unknown("dist", self.dist, IMAGE_DISTS)
 
@@ -116,31 +121,39 @@ class ConvDecoder(_Decoder):
         self.channels = [obs_space[k][0] for k in self.image_keys]
         shape = obs_space[self.image_keys[0]]
         n = len(cfg.kernels)
-        self.linear = nn.Linear(feat_dim, 32 * cfg.depth)
+        if cfg.pad:
+            if shape[1] % 2**n or shape[2] % 2**n:
+                raise ConfigError(f"decoder: pad: true halves {tuple(shape[1:])} images {n} times; it must divide")
+            self.start = (cfg.depth * 2 ** (n - 1), shape[1] // 2**n, shape[2] // 2**n)
+        else:
+            self.start = (32 * cfg.depth, 1, 1)
+        self.linear = nn.Linear(feat_dim, math.prod(self.start))
         layers: list[nn.Module] = []
-        in_ch = 32 * cfg.depth
+        in_ch = self.start[0]
         for i, kernel in enumerate(cfg.kernels):
             last = i == n - 1
             out_ch = sum(self.channels) if last else cfg.depth * 2 ** (n - i - 2)
-            layers.append(nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2, bias=last or not cfg.norm))
+            padding = (kernel - 2) // 2 if cfg.pad else 0
+            conv = nn.ConvTranspose2d(in_ch, out_ch, kernel, stride=2, padding=padding, bias=last or not cfg.norm)
+            layers.append(conv if last else hidden(conv))
             if not last:
                 if cfg.norm:
-                    layers.append(nn.GroupNorm(1, out_ch, eps=NORM_EPS))
+                    layers.append(ChannelNorm(out_ch, eps=NORM_EPS))
                 layers.append(activation(cfg.act))
             in_ch = out_ch
         self.net = nn.Sequential(*layers).to(memory_format=torch.channels_last)  # as the ConvEncoder's
         self.dist = DIST_CLASSES[cfg.dist]
         with torch.no_grad():
-            out_shape = self.net(torch.zeros(1, 32 * cfg.depth, 1, 1)).shape[-2:]
+            out_shape = self.net(torch.zeros(1, *self.start)).shape[-2:]
         if tuple(out_shape) != tuple(shape[1:]):
             raise ConfigError(
                 f"decoder.kernels {list(cfg.kernels)} produce {tuple(out_shape)} images but the "
-                f"observations are {tuple(shape[1:])}; the defaults [5,5,6,6] fit 64x64"
+                f"observations are {tuple(shape[1:])}; the defaults [5,5,6,6] fit 64x64 (with pad: true, [4,4,4,4])"
             )
 
     def forward(self, features: torch.Tensor) -> dict[str, D.Distribution]:
         lead = features.shape[:-1]
-        x = self.linear(features).reshape(-1, self.linear.out_features, 1, 1)
+        x = self.linear(features).reshape(-1, *self.start)
         mean = self.net(x).float()
         mean = mean.reshape(*lead, *mean.shape[1:])
         splits = mean.split(self.channels, -3)

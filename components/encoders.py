@@ -1,6 +1,7 @@
 """Observation encoders: ``embed = encoder(obs)`` over ``[B, T]`` dicts of observations -> ``[B, T, E]``.
 
-    conv   images (every key of shape C x H x W, stacked on channels): strided CNN (paper: depth 48, kernels 4)
+    conv   images (every key of shape C x H x W, stacked on channels): strided CNN (paper: depth 48, kernels 4;
+           DreamerV3: padded, 64x64 down to 4x4)
     mlp    vectors (every key of shape D, concatenated): MLP
     multi  conv for the image keys and mlp for the vector keys, concatenated (the default)
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from components.nets import MLP, NORM_EPS, MLPConfig, activation, check_conv
+from components.nets import MLP, NORM_EPS, ChannelNorm, MLPConfig, activation, check_conv, hidden
 from components.transforms import symlog
 from registry import ConfigError, register
 
@@ -45,10 +46,13 @@ class ConvEncoderConfig:
     act: str = "elu"
     """Activation: elu, relu, silu, tanh or gelu."""
     norm: bool = False
-    """LayerNorm over channels and pixels after each convolution."""
+    """LayerNorm over the channels of each pixel after each convolution (DreamerV3), without conv biases."""
+    pad: bool = False
+    """Pad each layer by (kernel - 2) / 2 so it halves the size exactly (DreamerV3: 64 -> 4 in four layers of
+    kernel 4); false pads nothing (DreamerV2: 64 -> 2)."""
 
     def check(self) -> None:
-        check_conv(self.depth, self.kernels, self.act)
+        check_conv(self.depth, self.kernels, self.act, self.pad)
 
 
 class ConvEncoder(nn.Module):
@@ -64,9 +68,10 @@ class ConvEncoder(nn.Module):
         layers: list[nn.Module] = []
         for i, kernel in enumerate(cfg.kernels):
             out = cfg.depth * 2**i
-            layers += [nn.Conv2d(channels, out, kernel, stride=2, bias=not cfg.norm)]
+            padding = (kernel - 2) // 2 if cfg.pad else 0
+            layers += [hidden(nn.Conv2d(channels, out, kernel, stride=2, padding=padding, bias=not cfg.norm))]
             if cfg.norm:
-                layers.append(nn.GroupNorm(1, out, eps=NORM_EPS))  # LayerNorm over channels and pixels
+                layers.append(ChannelNorm(out, eps=NORM_EPS))
             layers.append(activation(cfg.act))
             channels = out
         # Channels-last (NHWC) weights: oneDNN's and cuDNN's preferred layout; the outputs follow it.

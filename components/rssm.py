@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from components.nets import NORM_EPS, BlockLinear, check_activation, compiled, dense
+from components.nets import NORM_EPS, BlockLinear, check_activation, compiled, dense, hidden
 from registry import ConfigError
 
 State = dict[str, torch.Tensor]
@@ -41,6 +41,8 @@ class RSSMConfig:
     gru_norm: bool = True
     """LayerNorm inside the GRU cell, the only one of the official nets; false is the paper's
     "no layer norm" ablation."""
+    gru_bias: bool = True
+    """Bias in the GRU's dense layer, before its LayerNorm (the official DreamerV2 has one, DreamerV3 none)."""
     blocks: int = 1
     """Split the GRU into this many blocks with block-diagonal recurrent weights (DreamerV3's current
     code: 8), each seeing the whole input and its own slice of h: 1/blocks of the GRU's multiply-adds."""
@@ -62,18 +64,26 @@ class RSSMConfig:
 
 
 class GRUCell(nn.Module):
-    """GRU cell: one dense layer (with bias) over [x, h] to the reset, candidate and update parts,
+    """GRU cell: one dense layer (with or without bias) over [x, h] to the reset, candidate and update parts,
     optional LayerNorm (Keras epsilon) over all three, update gate biased towards keeping h (-1).
     With ``blocks > 1`` the dense layer is a :class:`BlockLinear`: block ``g`` computes the three
     parts of its own slice of h."""
 
-    def __init__(self, in_dim: int, size: int, norm: bool = True, update_bias: float = -1.0, blocks: int = 1):
+    def __init__(
+        self,
+        in_dim: int,
+        size: int,
+        norm: bool = True,
+        update_bias: float = -1.0,
+        blocks: int = 1,
+        bias: bool = True,
+    ):
         super().__init__()
         self.blocks = blocks
         if blocks == 1:
-            self.linear = nn.Linear(in_dim + size, 3 * size)
+            self.linear = hidden(nn.Linear(in_dim + size, 3 * size, bias=bias))
         else:
-            self.linear = BlockLinear(in_dim, size, 3 * size, blocks)
+            self.linear = hidden(BlockLinear(in_dim, size, 3 * size, blocks, bias))
         self.norm = nn.LayerNorm(3 * size, eps=NORM_EPS) if norm else nn.Identity()
         self.update_bias = update_bias
 
@@ -96,7 +106,7 @@ class RSSM(nn.Module):
         super().__init__()
         self.latent, self.deter = latent, cfg.deter
         self.img_in = dense(latent.size + action_dim, cfg.hidden, cfg.act, cfg.norm)
-        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.gru_norm, blocks=cfg.blocks)
+        self.cell = GRUCell(cfg.hidden, cfg.deter, cfg.gru_norm, blocks=cfg.blocks, bias=cfg.gru_bias)
         self.img_out = nn.Sequential(
             dense(cfg.deter, cfg.hidden, cfg.act, cfg.norm), nn.Linear(cfg.hidden, latent.params_dim)
         )

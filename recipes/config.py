@@ -79,7 +79,8 @@ class ModelConfig:
     """The world model's optimizer."""
     init: str = "keras"
     """Initialisation of every network of the agent (world model, actor, critic): keras = Glorot-uniform
-    weights and zero biases (the official code's), torch = torch's layer defaults."""
+    weights and zero biases (the official DreamerV2's), dreamerv3 = hidden layers from a truncated normal
+    of the same variance, torch = torch's layer defaults."""
 
     def check(self) -> None:
         if self.reward_transform not in REWARD_TRANSFORMS:

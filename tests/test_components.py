@@ -61,6 +61,33 @@ def test_decoder_reconstructs_every_key_with_unit_gaussian_nll():
 def test_conv_decoder_rejects_sizes_its_kernels_cannot_make():
     with pytest.raises(ConfigError, match="fit 64x64"):
         ConvDecoder(ConvDecoderConfig(), 10, {"image": (1, 32, 32)})
+    with pytest.raises(ConfigError, match=r"halves \(40, 40\) images 4 times"):
+        ConvDecoder(ConvDecoderConfig(kernels=[4] * 4, pad=True), 10, {"image": (1, 40, 40)})
+    with pytest.raises(ConfigError, match=r"with pad: true each must be even.*\[4, 5, 4, 4\]"):
+        ConvDecoderConfig(kernels=[4, 5, 4, 4], pad=True).check()
+
+
+def test_padded_conv_nets_halve_and_double_the_size_exactly():
+    """DreamerV3 v1: 64 -> 32 -> 16 -> 8 -> 4 with depth, 2, 4, 8 x depth channels, and back from 4x4."""
+    space = {"image": (3, 64, 64)}
+    enc = ConvEncoder(ConvEncoderConfig(depth=4, kernels=[4] * 4, norm=True, pad=True), space)
+    x = torch.zeros(1, 3, 64, 64)
+    sizes = [tuple((x := layer(x)).shape[1:]) for layer in enc.net if isinstance(layer, torch.nn.Conv2d)]
+    assert sizes == [(4, 32, 32), (8, 16, 16), (16, 8, 8), (32, 4, 4)] and enc.out_dim == 32 * 4 * 4
+    dec = ConvDecoder(ConvDecoderConfig(depth=4, kernels=[4] * 4, norm=True, pad=True), 10, space)
+    assert dec.start == (32, 4, 4) and dec.linear.out_features == 512
+    assert dec(torch.randn(2, 10))["image"].mean.shape == (2, 3, 64, 64)
+    small = ConvDecoder(ConvDecoderConfig(depth=4, kernels=[4] * 4, pad=True), 10, {"image": (1, 48, 48)})
+    assert small.start == (32, 3, 3)  # any size that halves four times
+
+
+def test_channel_norm_normalises_each_pixels_channels():
+    from components.nets import ChannelNorm
+
+    x = torch.tensor([[1.0, 0.0], [3.0, 0.0]]).reshape(1, 2, 1, 2)  # pixel 0: channels (1, 3); pixel 1: (0, 0)
+    out = ChannelNorm(2, eps=1e-3)(x)
+    edge = 1 / (1 + 1e-3) ** 0.5  # (x - mean) / sqrt(var + eps) with mean 2, var 1
+    torch.testing.assert_close(out, torch.tensor([[-edge, 0.0], [edge, 0.0]]).reshape(1, 2, 1, 2))
 
 
 @pytest.mark.parametrize("latent", [Categorical(CategoricalConfig(4, 5)), Gaussian(GaussianConfig(6))])
@@ -77,11 +104,17 @@ def test_rssm_observe_shapes(latent):
     torch.testing.assert_close(prior_params, rssm.img_out(post["deter"]))
 
 
-def test_channels_last_convs_match_the_contiguous_layout():
-    """The conv nets keep NHWC weights for speed; outputs and gradients equal those of NCHW weights."""
+@pytest.mark.parametrize("v3", [False, True])
+def test_channels_last_convs_match_the_contiguous_layout(v3):
+    """The conv nets keep NHWC weights for speed; outputs and gradients equal those of NCHW weights
+    (also through the padded layers and the per-pixel channel norms of DreamerV3's nets)."""
     space = {"image": (3, 64, 64)}
     torch.manual_seed(0)
-    nets = [ConvEncoder(ConvEncoderConfig(depth=4), space), ConvDecoder(ConvDecoderConfig(depth=4), 10, space)]
+    v3_kw = {"kernels": [4] * 4, "norm": True, "pad": True} if v3 else {}
+    nets = [
+        ConvEncoder(ConvEncoderConfig(depth=4, **v3_kw), space),
+        ConvDecoder(ConvDecoderConfig(depth=4, **v3_kw), 10, space),
+    ]
     kernels = [p for net in nets for p in net.parameters() if p.dim() == 4]
     assert all(k.is_contiguous(memory_format=torch.channels_last) for k in kernels)
     obs = {"image": torch.randint(0, 256, (2, 3, 3, 64, 64), dtype=torch.uint8)}

@@ -150,7 +150,7 @@ def test_torch_initialisation_stays_reachable(make_cfg):
 
 
 def test_unknown_init_is_refused(make_cfg):
-    with pytest.raises(Exception, match="model.init: unknown 'xavier'; valid: keras, torch"):
+    with pytest.raises(Exception, match="model.init: unknown 'xavier'; valid: keras, dreamerv3, torch"):
         _dreamer(make_cfg, "dreamerv2_atari", "model.init=xavier")
 
 

@@ -249,17 +249,28 @@ def test_twohot_output_layers_start_at_zero_in_a_built_agent(make_cfg):
     assert module.behavior.critic(features).mean.abs().max() > 0  # outscale 0.5: not all zero
 
 
-def test_every_norm_layer_of_the_v3_vision_agent_has_the_official_epsilon(make_cfg):
-    """Keras' LayerNorm epsilon, 1e-3, also in the conv nets' GroupNorm (torch's default is 1e-5)."""
+def test_v3_vision_agent_norms_epsilon_conv_stack_and_gru_as_v1(make_cfg):
+    """Keras' LayerNorm epsilon, 1e-3, in every norm; v1's padded convs (64x64 down to 4x4 and back), each
+    pixel's channels normalised, no bias before a norm, none in the GRU (DreamerV2's GRU keeps one)."""
     from components.envs import EnvInfo
+    from components.nets import ChannelNorm
     from recipes.dreamer import Dreamer
     from recipes.train import validate
 
     env = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
     module = Dreamer(*validate(make_cfg("recipe=dreamerv3_dmc_vision", "size=tiny")), env)
     norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm | torch.nn.GroupNorm)]
-    assert sum(isinstance(m, torch.nn.GroupNorm) for m in norms) >= 6  # 4 in the encoder, 3 in the decoder
-    assert all(m.eps == 1e-3 for m in norms)
+    assert sum(isinstance(m, ChannelNorm) for m in norms) == 7  # 4 in the encoder, 3 in the decoder
+    assert all(m.eps == 1e-3 for m in norms) and not any(isinstance(m, torch.nn.GroupNorm) for m in norms)
+    depth = 8  # size=tiny's cnn_depth
+    assert module.world_model.encoder.out_dim == 4 * 4 * 8 * depth
+    decoder = module.world_model.decoder.parts["conv"]
+    assert decoder.start == (8 * depth, 4, 4)
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    assert [c.bias is None for c in convs] == [True] * 7 + [False]  # the decoder's output layer has one
+    assert module.world_model.rssm.cell.linear.bias is None
+    v2 = Dreamer(*validate(make_cfg("recipe=dreamerv2_dmc", "size=tiny")), env)
+    assert v2.world_model.rssm.cell.linear.bias is not None
 
 
 @pytest.mark.parametrize(
@@ -277,3 +288,30 @@ def test_v3_recipes_give_the_backprop_actor_its_baseline(make_cfg, overrides, ba
     _, components = validate(make_cfg(*overrides))
     estimator = build("actor_grad", components["actor_grad"])
     assert getattr(getattr(estimator, "cfg", None), "baseline", None) == baseline
+
+
+def test_dreamerv3_init_draws_hidden_layers_from_a_truncated_normal_and_outputs_glorot_uniform(make_cfg):
+    """v1's ``winit: normal, fan: avg``: N(0, 1) cut at +-2, scaled to variance 1 / fan_avg, in every hidden
+    dense, GRU and conv layer; output layers keep Glorot's uniform (the same variance)."""
+    from components.encoders import ConvEncoder, ConvEncoderConfig
+    from components.nets import MLP, initialize
+    from components.rssm import GRUCell
+    from recipes.train import validate
+
+    torch.manual_seed(0)
+    mlp = MLP(512, 4, layers=2, units=512, act="silu", norm=True)
+    gru = GRUCell(256, 256, bias=False)
+    enc = ConvEncoder(ConvEncoderConfig(depth=32, kernels=[4] * 4, norm=True, pad=True), {"image": (3, 64, 64)})
+    nets = torch.nn.ModuleList([mlp, gru, enc])
+    hidden = [(mlp[1][0].weight, 512), (gru.linear.weight, (512 + 768) / 2), (enc.net[3].weight, (64 + 32) * 16 / 2)]
+    for scheme in ("dreamerv3", "keras"):
+        initialize(nets, scheme)
+        for weight, fan_avg in hidden:
+            std = math.sqrt(1 / fan_avg)
+            assert weight.std().item() == pytest.approx(std, rel=0.03)
+            if scheme == "dreamerv3":  # beyond Glorot's uniform bound sqrt(3) std, within the cut
+                assert math.sqrt(3) * std < weight.abs().max() <= 2 * std / 0.87962566103423978 + 1e-7
+            else:
+                assert weight.abs().max() <= math.sqrt(3) * std
+        assert mlp[-1].weight.abs().max() <= math.sqrt(6 / (512 + 4))  # the output layer: Glorot uniform
+    assert validate(make_cfg("recipe=dreamerv3_dmc_vision"))[0].model.init == "dreamerv3"
