@@ -94,14 +94,17 @@ class Behavior(nn.Module):
         return {k: torch.stack(v, 0) for k, v in seq.items()}
 
     def loss(self, world_model, post: dict, is_terminal: torch.Tensor, step: int):
-        """Actor and critic losses from imagination started at every posterior state."""
+        """Actor and critic losses from imagination started at every posterior state.
+
+        ``world_model`` provides ``rssm``, ``reward_head``, ``discount_head`` (or None) and, with a
+        discount head, ``imagined_discount(feat)`` (:class:`recipes.world_model.WorldModel`'s)."""
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}
         with frozen(world_model):
             seq = self.imagine(world_model, start)
             feat = seq["feat"]
             reward = world_model.reward_head(feat).mean
             if world_model.discount_head is not None:
-                disc = world_model.discount_head(feat).mean
+                disc = world_model.imagined_discount(feat)
                 # d0: the replayed terminal flag, known at the start state (official: only with the head)
                 first = self.cfg.discount * (1.0 - is_terminal.flatten().to(disc.dtype))
                 disc = torch.cat([first[None], disc[1:]], 0)

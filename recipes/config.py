@@ -57,6 +57,7 @@ class OptimConfig:
 
 REWARD_TRANSFORMS = ("tanh", "identity")
 HEAD_NAMES = ("decoder", "reward", "discount")
+DISCOUNT_TARGETS = ("discount", "continue")
 
 
 @dataclass
@@ -75,6 +76,9 @@ class ModelConfig:
     """Scale of each head's negative log-likelihood in the world-model loss (default 1)."""
     reward_transform: str = "tanh"
     """Applied to the reward targets: tanh (Atari) or identity."""
+    discount_target: str = "discount"
+    """What the discount head learns: ``discount`` = gamma * (1 - terminal), imagination uses its mean
+    (DreamerV1/V2); ``continue`` = 1 - terminal, imagination uses gamma times its 0/1 mode (DreamerV3)."""
     opt: OptimConfig = field(default_factory=OptimConfig)
     """The world model's optimizer."""
     init: str = "keras"
@@ -85,6 +89,8 @@ class ModelConfig:
     def check(self) -> None:
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise unknown("reward_transform", self.reward_transform, REWARD_TRANSFORMS)
+        if self.discount_target not in DISCOUNT_TARGETS:
+            raise unknown("discount_target", self.discount_target, DISCOUNT_TARGETS)
         if self.init not in INITS:
             raise unknown("init", self.init, INITS)
         heads = [h for h in HEAD_NAMES if h != "discount" or self.discount_head is not None]

@@ -3,7 +3,8 @@
     loss = sum_k scale_k * -log p_k(target_k | features) + kl_scheme(posterior, prior)
 
 for k in decoder (every observation key), reward (after ``reward_transform``)
-and discount (target gamma * (1 - is_terminal)). A head not in ``grad_heads``
+and discount (target gamma * (1 - is_terminal), or 1 - is_terminal for DreamerV3's continue head).
+A head not in ``grad_heads``
 still learns, but on features with the gradient stopped, so it does not shape
 the representation (the paper's "no image/reward gradients" ablations).
 """
@@ -56,7 +57,8 @@ class WorldModel(nn.Module):
         reward = REWARD_TRANSFORMS[self.cfg.reward_transform](batch["reward"].float())
         nll["reward"] = -self.reward_head(inputs["reward"]).log_prob(reward).mean()
         if self.discount_head is not None:
-            target = self.discount * (1.0 - batch["is_terminal"].float())
+            scale = self.discount if self.cfg.discount_target == "discount" else 1.0
+            target = scale * (1.0 - batch["is_terminal"].float())
             nll["discount"] = -self.discount_head(inputs["discount"]).log_prob(target).mean()
         kl_loss, kl_metrics = self.kl(self.latent, post["params"], prior_params)
         loss = kl_loss + sum(self.cfg.loss_scales.get(k, 1.0) * v for k, v in nll.items())
@@ -65,6 +67,14 @@ class WorldModel(nn.Module):
         metrics["model/kl_loss"] = kl_loss.detach()
         metrics["model/loss"] = loss.detach()
         return loss, post, metrics
+
+    def imagined_discount(self, feat: torch.Tensor) -> torch.Tensor:
+        """gamma * P(continue) at imagined features: the discount head's mean, or for a continue head
+        (``discount_target=continue``) gamma times its mode, 0 or 1, without gradient (DreamerV3)."""
+        dist = self.discount_head(feat)
+        if self.cfg.discount_target == "discount":
+            return dist.mean
+        return self.discount * (dist.mean > 0.5).to(dist.mean.dtype)
 
     @torch.no_grad()
     def act_step(self, state, obs, action: torch.Tensor):

@@ -269,6 +269,9 @@ class TinyWorldModel(torch.nn.Module):
         self.reward_head = _head("normal", self.rssm.feat_dim)
         self.discount_head = _head("bernoulli", self.rssm.feat_dim)
 
+    def imagined_discount(self, feat):  # a discount head (DreamerV2's): used by its mean
+        return self.discount_head(feat).mean
+
 
 def _head(name, in_dim, out_dim=1):
     return {"normal": normal, "bernoulli": bernoulli}[name](MLPConfig(layers=1, units=8), in_dim, out_dim)
@@ -436,6 +439,9 @@ class _TableWorldModel(nn.Module):
         self.rssm = RSSM(RSSMConfig(deter=6, hidden=5), Categorical(CategoricalConfig(2, 3)), 3, 4)
         self.reward_head = _TableHead([1.0, 2.0, 3.0, 4.0])
         self.discount_head = _TableHead([0.5, 0.9, 0.8, 0.7])  # d_0 is replaced by gamma * (1 - is_terminal)
+
+    def imagined_discount(self, feat):
+        return self.discount_head(feat).mean
 
 
 def _table_behavior(actor_grad, ent_scale):

@@ -290,6 +290,54 @@ def test_v3_recipes_give_the_backprop_actor_its_baseline(make_cfg, overrides, ba
     assert getattr(getattr(estimator, "cfg", None), "baseline", None) == baseline
 
 
+@pytest.mark.parametrize(("recipe", "target_scale"), [("dreamerv3_dmc_proprio", 1.0), ("dreamerv2_atari", None)])
+def test_continue_head_learns_one_minus_terminal_and_imagines_by_gamma_times_its_mode(make_cfg, recipe, target_scale):
+    """v1's cont head: target 1 - terminal, imagination discount gamma * mode (no gradient);
+    DreamerV2's discount head: target gamma * (1 - terminal), imagination by its mean."""
+    from tensordict import TensorDict
+
+    from components.envs import EnvInfo
+    from recipes.dreamer import Dreamer
+    from recipes.train import validate
+
+    env = EnvInfo(obs_space={"state": (5,)}, action_dim=1, discrete=False, action_repeat=2)
+    module = Dreamer(*validate(make_cfg(f"recipe={recipe}", "size=tiny")), env)
+    wm, gamma = module.world_model, module.world_model.discount
+    terminal = torch.zeros(2, 6, dtype=torch.bool)
+    terminal[0, 3] = True
+    first = torch.zeros(2, 6, dtype=torch.bool)
+    first[:, 0] = True
+    batch = TensorDict(
+        {
+            "state": torch.randn(2, 6, 5),
+            "action": torch.rand(2, 6, 1) * 2 - 1,
+            "reward": torch.randn(2, 6),
+            "is_first": first,
+            "is_terminal": terminal,
+        },
+        [2, 6],
+    )
+    _, post, metrics = wm.loss(batch)
+    scale = gamma if target_scale is None else target_scale
+    expected = -wm.discount_head(wm.rssm.features(post)).log_prob(scale * (1.0 - terminal.float())).mean()
+    torch.testing.assert_close(metrics["model/discount_loss"], expected.detach())
+
+    out = wm.discount_head.net[-1]
+    with torch.no_grad():
+        out.weight.zero_()
+    feat = torch.randn(2, wm.rssm.feat_dim, requires_grad=True)
+    for p, continue_mode in ((0.6, gamma), (0.4, 0.0)):
+        with torch.no_grad():
+            out.bias.fill_(math.log(p / (1 - p)))
+        disc = wm.imagined_discount(feat)
+        if target_scale is None:  # the head's mean, with its gradient
+            torch.testing.assert_close(disc, torch.full((2,), p))
+            assert disc.requires_grad
+        else:
+            torch.testing.assert_close(disc, torch.full((2,), continue_mode))
+            assert not disc.requires_grad
+
+
 def test_dreamerv3_init_draws_hidden_layers_from_a_truncated_normal_and_outputs_glorot_uniform(make_cfg):
     """v1's ``winit: normal, fan: avg``: N(0, 1) cut at +-2, scaled to variance 1 / fan_avg, in every hidden
     dense, GRU and conv layer; output layers keep Glorot's uniform (the same variance)."""
