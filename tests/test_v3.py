@@ -274,6 +274,17 @@ def test_v3_vision_agent_norms_epsilon_conv_stack_and_gru_as_v1(make_cfg):
 
 
 @pytest.mark.parametrize(
+    "recipe", ["dreamerv3_dmc_vision", "dreamerv3_dmc_proprio", "dreamerv3_atari100k", "dreamerv3_crafter"]
+)
+def test_v3_recipes_start_every_replayed_window_from_the_initial_state(make_cfg, recipe):
+    """v1 sets is_first on the first step of every sampled window (embodied/replay/generic.py)."""
+    from recipes.train import validate
+
+    _, components = validate(make_cfg(f"recipe={recipe}"))
+    assert components["replay"]["name"] == "uniform" and components["replay"]["reset_start"] is True
+
+
+@pytest.mark.parametrize(
     ("overrides", "baseline"),
     [
         (("recipe=dreamerv3_dmc_proprio",), True),  # conf/tuning/<recipe>/actor_grad/dynamics.yaml
