@@ -42,9 +42,9 @@ class ConvDecoderConfig:
     norm: bool = False
     """LayerNorm over the channels of each pixel after each hidden layer (DreamerV3), without conv biases."""
     pad: bool = False
-    """Start from a (size / 2^layers)-square map of depth * 2^(layers - 1) channels and pad each layer so it
-    doubles the size exactly (DreamerV3, kernels [4, 4, 4, 4]); false: from 1x1 with 32 * depth channels,
-    unpadded (DreamerV2)."""
+    """From a small map, each layer padded to double the size exactly (DreamerV3); false: from 1x1, unpadded (V2).
+    The map is (size / 2^layers) square with depth * 2^(layers - 1) channels (DreamerV3: 4x4, kernels [4, 4, 4, 4]);
+    unpadded, 1x1 with 32 * depth channels."""
     dist: str = "normal"
     """Loss of the pixels: ``normal`` (unit Gaussian NLL, V1/V2) or ``mse`` (sum of squared errors, V3)."""
 

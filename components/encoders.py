@@ -48,8 +48,8 @@ class ConvEncoderConfig:
     norm: bool = False
     """LayerNorm over the channels of each pixel after each convolution (DreamerV3), without conv biases."""
     pad: bool = False
-    """Pad each layer by (kernel - 2) / 2 so it halves the size exactly (DreamerV3: 64 -> 4 in four layers of
-    kernel 4); false pads nothing (DreamerV2: 64 -> 2)."""
+    """Pad each layer to halve the size exactly (DreamerV3: 64 -> 4); false: no padding (DreamerV2: 64 -> 2).
+    Each layer is padded by (kernel - 2) / 2, so the kernels must be even."""
 
     def check(self) -> None:
         check_conv(self.depth, self.kernels, self.act, self.pad)

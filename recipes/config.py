@@ -77,14 +77,14 @@ class ModelConfig:
     reward_transform: str = "tanh"
     """Applied to the reward targets: tanh (Atari) or identity."""
     discount_target: str = "discount"
-    """What the discount head learns: ``discount`` = gamma * (1 - terminal), imagination uses its mean
-    (DreamerV1/V2); ``continue`` = 1 - terminal, imagination uses gamma times its 0/1 mode (DreamerV3)."""
+    """discount: the head learns gamma * (1 - terminal), imagined by its mean (V1/V2); continue: 1 - terminal (V3).
+    A continue head is imagined by gamma times its 0/1 mode, without gradient, as DreamerV3's."""
     opt: OptimConfig = field(default_factory=OptimConfig)
     """The world model's optimizer."""
     init: str = "keras"
-    """Initialisation of every network of the agent (world model, actor, critic): keras = Glorot-uniform
-    weights and zero biases (the official DreamerV2's), dreamerv3 = hidden layers from a truncated normal
-    of the same variance, torch = torch's layer defaults."""
+    """keras: Glorot-uniform weights, zero biases (DreamerV2); dreamerv3: hidden layers truncated normal; torch.
+    Of every network of the agent (world model, actor, critic). dreamerv3's hidden layers have Glorot's variance,
+    its output layers are keras'; torch keeps torch's layer defaults."""
 
     def check(self) -> None:
         if self.reward_transform not in REWARD_TRANSFORMS:
