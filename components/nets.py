@@ -39,7 +39,7 @@ def check_conv(depth: int, kernels: list[int], act: str, pad: bool) -> None:
     if not kernels or min(kernels) < 1:
         raise ConfigError(f"kernels: must be a non-empty list of sizes >= 1, got {kernels}")
     if pad and any(k % 2 for k in kernels):
-        raise ConfigError(f"kernels: with pad: true each must be even (to halve the size exactly), got {kernels}")
+        raise ConfigError(f"kernels: with pad: true each must be even (e.g. [4, 4, 4, 4]), got {kernels}")
     check_activation("act", act)
 
 
