@@ -240,7 +240,7 @@ class EvalConfig:
     episodes: int = 10
     """Episodes of ``evaluate=<run dir>``."""
     policy: str = "mode"
-    """The actor's mode, or a sample of it."""
+    """Act by the actor's mode, or by a sample of it (DreamerV3), in ``evaluate=`` and during training."""
     videos: int = 1
     """GIFs of the first episodes of ``evaluate=``."""
     checkpoint: str = "last.ckpt"

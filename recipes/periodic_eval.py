@@ -1,4 +1,4 @@
-"""Evaluation during training: a Lightning callback running policy-mode episodes every few agent steps."""
+"""Evaluation during training: a Lightning callback running evaluation episodes every few agent steps."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from recipes.episodes import run_episode, write_gif
 
 
 class PeriodicEval(Callback):
-    """Every ``every`` agent steps (all ranks), rank 0 runs ``episodes`` evaluation episodes (policy mode)
-    on a separate env.
+    """Every ``every`` agent steps (all ranks), rank 0 runs ``episodes`` evaluation episodes on a separate
+    env, acting by the actor's mode or by samples (``policy``, from ``eval.policy``).
 
     Logs ``eval/return`` against frames and appends a row to ``<run dir>/eval/learning.csv``:
     frames, agent_steps, updates, eval_return (the mean over the episodes), train_return, wall_s (seconds
@@ -23,8 +23,11 @@ class PeriodicEval(Callback):
     written as ``eval/episode_<frames>_<i>.gif``.
     """
 
-    def __init__(self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0):
+    def __init__(
+        self, env_cfg: dict, every: int, episodes: int, run_dir: Path, seed: int, videos: int = 0, policy: str = "mode"
+    ):
         self.env_cfg, self.every, self.episodes, self.seed, self.videos = env_cfg, every, episodes, seed, videos
+        self.policy = policy
         self.path = Path(run_dir) / "eval" / "learning.csv"
         self.episodes_path = self.path.with_name("episodes.csv")
         self._next, self._env = every, None  # the clock starts in on_train_start
@@ -57,7 +60,7 @@ class PeriodicEval(Callback):
         pl_module.eval()
         returns = []
         for i in range(self.episodes):
-            ret, _, frames = run_episode(pl_module, self._env, self.seed + 20_000 + i, "mode", i < self.videos)
+            ret, _, frames = run_episode(pl_module, self._env, self.seed + 20_000 + i, self.policy, i < self.videos)
             returns.append(ret)
             if frames:
                 write_gif(self.path.parent / f"episode_{exp.frames:012d}_{i}.gif", frames)

@@ -130,7 +130,13 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
     if run.eval.every > 0:
         callbacks.append(
             PeriodicEval(
-                components["env"], run.eval.every, run.eval.during_episodes, run_dir, run.seed, run.eval.during_videos
+                components["env"],
+                run.eval.every,
+                run.eval.during_episodes,
+                run_dir,
+                run.seed,
+                run.eval.during_videos,
+                run.eval.policy,
             )
         )
     if run.eval.video_every > 0:

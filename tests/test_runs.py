@@ -347,3 +347,36 @@ def test_a_resumed_run_continues_the_wall_time_of_learning_csv(tmp_path):
         f.write("200,25,7,10.0,9.0,3600.0\n")
     callback.on_train_start(rank0, SimpleNamespace(experience=SimpleNamespace(global_steps=25)))
     assert 3600 <= time.time() - callback._start < 3605 and callback._next == 30
+
+
+def test_periodic_evaluation_acts_by_eval_policy(tmp_path, monkeypatch):
+    """Evaluations during training follow ``eval.policy`` (DreamerV3 samples, DreamerV2 takes the mode)."""
+    from types import SimpleNamespace
+
+    from recipes import periodic_eval
+
+    modes = []
+
+    def episode(agent, env, seed, mode, record):
+        modes.append(mode)
+        return 1.0, 1, []
+
+    monkeypatch.setattr(periodic_eval, "run_episode", episode)
+    monkeypatch.setattr(periodic_eval.registry, "build", lambda *args, **kwargs: SimpleNamespace(close=lambda: None))
+    trainer = SimpleNamespace(is_global_zero=True, logger=None)
+    module = SimpleNamespace(
+        experience=SimpleNamespace(global_steps=0, frames=0, last_return=0.0),
+        updates=0,
+        training=True,
+        eval=lambda: None,
+        train=lambda flag: None,
+    )
+    for policy in ("sample", "mode"):
+        callback = periodic_eval.PeriodicEval(
+            {}, every=10, episodes=2, run_dir=tmp_path / policy, seed=0, policy=policy
+        )
+        module.experience.global_steps = 0
+        callback.on_train_start(trainer, module)
+        module.experience.global_steps = 10
+        callback.on_train_batch_end(trainer, module, None, None, 0)
+    assert modes == ["sample", "sample", "mode", "mode"]

@@ -374,3 +374,11 @@ def test_dreamerv3_init_draws_hidden_layers_from_a_truncated_normal_and_outputs_
                 assert weight.abs().max() <= math.sqrt(3) * std
         assert mlp[-1].weight.abs().max() <= math.sqrt(6 / (512 + 4))  # the output layer: Glorot uniform
     assert validate(make_cfg("recipe=dreamerv3_dmc_vision"))[0].model.init == "dreamerv3"
+
+
+@pytest.mark.parametrize(("recipe", "policy"), [("dreamerv3_dmc_proprio", "sample"), ("dreamerv2_dmc", "mode")])
+def test_v3_recipes_evaluate_by_sampling_the_actor(make_cfg, recipe, policy):
+    """v1's ``policy(mode='eval')`` samples the actor; DreamerV2's eval mode takes its mode."""
+    from recipes.train import validate
+
+    assert validate(make_cfg(f"recipe={recipe}"))[0].eval.policy == policy
