@@ -78,7 +78,8 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
     task = official_task(run_dir)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     x = [float(r["frames"]) for r in rows]
-    (line,) = ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label="dreamerkit (eval, policy mode)")
+    policy = yaml.safe_load((run_dir / "config.yaml").read_text()).get("eval", {}).get("policy", "mode")
+    (line,) = ax.plot(x, [float(r["eval_return"]) for r in rows], "o-", label=f"dreamerkit (eval, policy {policy})")
     if (run_dir / "eval" / "episodes.csv").exists():  # absent in runs from before it was written
         by_frames: dict[float, list[float]] = {}
         for r in read_csv(run_dir / "eval" / "episodes.csv"):

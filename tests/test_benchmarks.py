@@ -194,6 +194,11 @@ def test_learn_plot_draws_our_episodes_spread_beside_the_official_band(tmp_path)
     official.write_text("task,x,mean,min,max,seeds\ndmc_cartpole_balance,2000,280,200,330,5\n")
     learn.plot(run, official)
     assert len(plt.gca().collections) == 1  # only the official band
+    assert "dreamerkit (eval, policy mode)" in [line.get_label() for line in plt.gca().lines]  # eval.policy unset
+    plt.close("all")
+    (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance}\neval: {policy: sample}\n")
+    learn.plot(run, official)
+    assert "dreamerkit (eval, policy sample)" in [line.get_label() for line in plt.gca().lines]
     plt.close("all")
 
     (run / "eval" / "episodes.csv").write_text(
