@@ -71,10 +71,11 @@ class WorldModel(nn.Module):
     def imagined_discount(self, feat: torch.Tensor) -> torch.Tensor:
         """gamma * P(continue) at imagined features: the discount head's mean, or for a continue head
         (``discount_target=continue``) gamma times its mode, 0 or 1, without gradient (DreamerV3)."""
-        dist = self.discount_head(feat)
         if self.cfg.discount_target == "discount":
-            return dist.mean
-        return self.discount * (dist.mean > 0.5).to(dist.mean.dtype)
+            return self.discount_head(feat).mean
+        with torch.no_grad():  # the mode passes no gradient: keep no graph of the head either
+            probs = self.discount_head(feat).mean
+        return self.discount * (probs > 0.5).to(probs.dtype)
 
     @torch.no_grad()
     def act_step(self, state, obs, action: torch.Tensor):
