@@ -101,14 +101,13 @@ The trained parameters are equal (vision XS 8.26 M, S 17.92 M). What differs in 
 - SheepRL computes the embedding's part of the posterior's first layer for the whole sequence at
   once, and the priors after the unroll (the same arithmetic in fewer, larger matrix products);
   dreamerkit computes both at every step of the unroll.
-- The imagination: dreamerkit's lambda-returns take the continue head's mean, so the actor's gradient
-  also flows back through that head; SheepRL takes its mode (no gradient). SheepRL runs the actor on
-  every imagined state twice (in the imagination and in its loss), dreamerkit once (its loss reads
-  the policy kept from the imagination). From the state vectors (no conv nets) ``--flops`` counts
-  218 GFLOP per update on SheepRL's side against 207 on dreamerkit's at XS.
-- The continue head's target: 1 - terminal (SheepRL), gamma x (1 - terminal) (dreamerkit). (The actor
-  is the same: a Normal with mean tanh(x) and std in [0.1, 1], the critic's value subtracted from the
-  return; samples beyond 1 reach the RSSM as 1, SheepRL clipped, dreamerkit scaled as v1.)
+- The imagination: SheepRL runs the actor on every imagined state twice (in the imagination and in its
+  loss), dreamerkit once (its loss reads the policy kept from the imagination). From the state vectors
+  (no conv nets) ``--flops`` counted 218 GFLOP per update on SheepRL's side against 207 on
+  dreamerkit's at XS (at 684892e, when dreamerkit's imagination still took the continue head's mean,
+  with its gradient; both now take its mode, as v1). The actor is the same: a Normal with mean tanh(x)
+  and std in [0.1, 1], the critic's value subtracted from the return; samples beyond 1 reach the RSSM
+  as 1, SheepRL clipped, dreamerkit scaled as v1.
 - Optimizers: SheepRL Adam with ``fused=True``, dreamerkit AdamW (weight decay 0, foreach).
 - SheepRL moves its target critic between updates, outside the timed ``train``; dreamerkit's slow
   critic update is inside the timed step.
