@@ -33,7 +33,7 @@ def check_activation(path: str, name: str) -> None:
 
 
 def check_conv(depth: int, kernels: list[int], act: str, pad: bool) -> None:
-    """The checks a conv encoder's and decoder's schemas share: depth, kernel sizes, activation."""
+    """The checks a conv encoder's and decoder's schemas share: depth, kernel sizes (even to pad), activation."""
     if depth < 1:
         raise ConfigError(f"depth: must be >= 1, got {depth}")
     if not kernels or min(kernels) < 1:

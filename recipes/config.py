@@ -82,9 +82,9 @@ class ModelConfig:
     opt: OptimConfig = field(default_factory=OptimConfig)
     """The world model's optimizer."""
     init: str = "keras"
-    """keras: Glorot-uniform weights, zero biases (DreamerV2); dreamerv3: hidden layers truncated normal; torch.
-    Of every network of the agent (world model, actor, critic). dreamerv3's hidden layers have Glorot's variance,
-    its output layers are keras'; torch keeps torch's layer defaults."""
+    """keras (DreamerV2: Glorot uniform, zero biases), dreamerv3 (hidden layers truncated normal) or torch (defaults).
+    Applies to every network of the agent (world model, actor, critic). dreamerv3's hidden layers have Glorot's
+    variance and its output layers are keras'."""
 
     def check(self) -> None:
         if self.reward_transform not in REWARD_TRANSFORMS:
