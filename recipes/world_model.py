@@ -3,10 +3,10 @@
     loss = sum_k scale_k * -log p_k(target_k | features) + kl_scheme(posterior, prior)
 
 for k in decoder (every observation key), reward (after ``reward_transform``)
-and discount (target gamma * (1 - is_terminal), or 1 - is_terminal for DreamerV3's continue head).
-A head not in ``grad_heads``
-still learns, but on features with the gradient stopped, so it does not shape
-the representation (the paper's "no image/reward gradients" ablations).
+and discount (target gamma * (1 - is_terminal), or 1 - is_terminal for DreamerV3's
+continue head). A head not in ``grad_heads`` still learns, but on features with the
+gradient stopped, so it does not shape the representation (the paper's "no image/reward
+gradients" ablations).
 """
 
 from __future__ import annotations
