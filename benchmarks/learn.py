@@ -4,6 +4,7 @@
         train.steps=50000
     python benchmarks/learn.py --plot runs/learn/balance          # plot an existing (or running) run
     python benchmarks/learn.py --official v3 --out seeds.png --plot runs/learn/v3_s{0,1,2}   # seeds pooled
+    python benchmarks/learn.py --plot runs/learn/balance_s{0,1,2} --beside runs/official/balance_s{0,1,2}
 
 Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
 train_return, wall_s) and eval/episodes.csv (each evaluation episode's return) during
@@ -14,7 +15,9 @@ steps for DMC. ``--official v2`` (default) reads ../shared/reference/dreamerv2_o
 proprio and vision suites. A clone without ../shared plots without the band. Prints the final
 figures with updates/s and env steps/s. Several run directories (seeds of one command) are pooled:
 a table of each evaluation's return per seed with mean and min-max over seeds, and one plot of the
-seed mean with its min-max beside the official band. A SIGTERM to this script reaches the run, which
+seed mean with its min-max beside the official band. ``--beside`` adds the official DreamerV2 trained here
+(``official_train.py`` logdirs, read from their ``metrics.jsonl``) as a second pooled curve and table
+column: the same budget on both sides, beside the published band. A SIGTERM to this script reaches the run, which
 checkpoints and stops (resume it with ``python run.py resume=runs/learn/<name>``).
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -108,14 +112,38 @@ def plot(run_dir: Path, official: Path = OFFICIAL) -> Path:
     return out
 
 
-def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL) -> list[dict]:
-    """Each evaluation that every run reached: x, the runs' returns, their mean, min, max, and the official
-    mean (min-max) at the official x within 2% of it."""
+def official_run_returns(logdir: Path) -> dict[float, float]:
+    """Mean eval return per env step of the official DreamerV2 ``train.py`` (an ``official_train.py`` logdir).
+
+    Its ``metrics.jsonl`` has one line per evaluation episode (``step`` in env steps, ``eval_return``).
+    The first such line is the random agent's episode that ``train.py`` plays during a fresh run's
+    prefill, not an evaluation of the policy: it is skipped (a resumed run plays none).
+    """
+    lines = [json.loads(line) for line in (logdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    by_step: dict[float, list[float]] = {}
+    for line in [line for line in lines if "eval_return" in line][1:]:
+        by_step.setdefault(float(line["step"]), []).append(float(line["eval_return"]))
+    return {x: sum(v) / len(v) for x, v in by_step.items()}
+
+
+def near(xs, x: float):
+    """The element of ``xs`` within 2% of ``x`` closest to it, or None: evaluations land a few steps past a
+    round number (after the env steps that cross it)."""
+    close = [v for v in xs if abs(v - x) <= 0.02 * x]
+    return min(close, key=lambda v: abs(v - x)) if close else None
+
+
+def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL, beside: list[Path] = ()) -> list[dict]:
+    """Each evaluation that every run reached: x, the runs' returns, their mean, min, max, the official
+    mean (min-max) at the official x within 2% of it, and with ``beside`` (official runs made here) their
+    returns and mean (min-max) at an evaluation within 2% that every one of them reached."""
     per_run = [
         {float(r["frames"]): float(r["eval_return"]) for r in read_csv(d / "eval" / "learning.csv")} for d in run_dirs
     ]
     shared = sorted(set.intersection(*(set(runs) for runs in per_run))) if per_run else []
     ref = official_rows(run_dirs[0], official)
+    theirs = [official_run_returns(d) for d in beside]
+    theirs_shared = sorted(set.intersection(*(set(runs) for runs in theirs))) if theirs else []
     table = []
     for x in shared:
         returns = [runs[x] for runs in per_run]
@@ -126,17 +154,20 @@ def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL) -> list[dict]:
             "min": min(returns),
             "max": max(returns),
         }
-        # evaluations land a few steps past a round number (after the env steps that cross it)
-        near = [r for r in ref if abs(float(r["x"]) - x) <= 0.02 * x]
-        if near:
-            r = min(near, key=lambda r: abs(float(r["x"]) - x))
+        rx = near([float(r["x"]) for r in ref], x)
+        if rx is not None:
+            r = next(r for r in ref if float(r["x"]) == rx)
             row["official"] = f"{float(r['mean']):.0f} ({float(r['min']):.0f}-{float(r['max']):.0f})"
+        tx = near(theirs_shared, x)
+        if tx is not None:
+            row["beside"] = [runs[tx] for runs in theirs]
         table.append(row)
     return table
 
 
-def plot_seeds(run_dirs: list[Path], out: Path, official: Path = OFFICIAL) -> Path:
-    """The seeds' mean eval return with their min-max, beside the official band; returns ``out``."""
+def plot_seeds(run_dirs: list[Path], out: Path, official: Path = OFFICIAL, beside: list[Path] = ()) -> Path:
+    """The seeds' mean eval return with their min-max, beside the official band (and the official runs of
+    ``beside`` at every evaluation they all reached); returns ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,6 +185,23 @@ def plot_seeds(run_dirs: list[Path], out: Path, official: Path = OFFICIAL) -> Pa
         alpha=0.2,
         label="dreamerkit min-max over seeds",
     )
+    if beside:
+        theirs = [official_run_returns(d) for d in beside]
+        tx = sorted(set.intersection(*(set(runs) for runs in theirs)))
+        (line,) = ax.plot(
+            tx,
+            [sum(r[x] for r in theirs) / len(theirs) for x in tx],
+            "s-",
+            label=f"official code here, mean of {len(beside)} seeds",
+        )
+        ax.fill_between(
+            tx,
+            [min(r[x] for r in theirs) for x in tx],
+            [max(r[x] for r in theirs) for x in tx],
+            color=line.get_color(),
+            alpha=0.2,
+            label="official code here, min-max over seeds",
+        )
     ref = official_rows(run_dirs[0], official)
     if ref:
         draw_official(ax, ref, "v3" if official.name.startswith("dreamerv3") else "v2")
@@ -198,6 +246,9 @@ def main() -> None:
         help="official curves: v2, or v3 (default for recipe=dreamerv3_*)",
     )
     parser.add_argument("--out", type=Path, help="PNG of several pooled runs (default: <first run>_seeds.png)")
+    parser.add_argument(
+        "--beside", type=Path, nargs="+", default=[], help="official_train.py logdirs to pool beside --plot's runs"
+    )
     parser.add_argument("--name", default="run", help="run directory name under runs/learn/")
     parser.add_argument("--eval-every", type=int, default=5000, help="agent steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=5)
@@ -205,13 +256,28 @@ def main() -> None:
     args = parser.parse_args()
     v3 = any(o.startswith("recipe=dreamerv3") for o in args.overrides)
     official = OFFICIAL_CURVES[args.official or ("v3" if v3 else "v2")]
-    if args.plot and len(args.plot) > 1:
-        out = plot_seeds(args.plot, args.out or args.plot[0].with_name(args.plot[0].name + "_seeds.png"), official)
-        print("| x | " + " | ".join(d.name for d in args.plot) + " | mean | min-max | official |")
-        for row in seeds_table(args.plot, official):
+    if args.beside and not args.plot:
+        parser.error("--beside needs --plot: the official runs are drawn beside dreamerkit runs")
+    if args.plot and (len(args.plot) > 1 or args.beside):
+        default_out = args.plot[0].with_name(args.plot[0].name + "_seeds.png")
+        out = plot_seeds(args.plot, args.out or default_out, official, args.beside)
+        head = "| x | " + " | ".join(d.name for d in args.plot) + " | mean | min-max | official |"
+        if args.beside:
+            head += f" official code here ({', '.join(d.name for d in args.beside)}) | its mean (min-max) |"
+        print(head)
+        for row in seeds_table(args.plot, official, args.beside):
             seeds = " | ".join(f"{r:.0f}" for r in row["returns"])
             spread = f"{row['min']:.0f}-{row['max']:.0f}"
-            print(f"| {row['x']:.0f} | {seeds} | {row['mean']:.0f} | {spread} | {row.get('official', '')} |")
+            line = f"| {row['x']:.0f} | {seeds} | {row['mean']:.0f} | {spread} | {row.get('official', '')} |"
+            theirs = row.get("beside")
+            if theirs:
+                mean = sum(theirs) / len(theirs)
+                line += (
+                    f" {' / '.join(f'{r:.0f}' for r in theirs)} | {mean:.0f} ({min(theirs):.0f}-{max(theirs):.0f}) |"
+                )
+            elif args.beside:
+                line += " | |"
+            print(line)
         print(f"curve: {out}")
         return
     run_dir, returncode = (args.plot[0] if args.plot else None), 0

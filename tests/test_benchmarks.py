@@ -254,6 +254,55 @@ def test_learn_pools_seeds_and_reads_the_v3_suite_of_the_run(tmp_path, capsys, m
     plt.close("all")
 
 
+def test_learn_pools_official_runs_beside_ours_from_their_metrics_jsonl(tmp_path, capsys, monkeypatch):
+    """--beside reads official_train.py logdirs: one metrics.jsonl line per eval episode, the first (the
+    random agent's, played during the prefill) skipped; their mean per x within 2% of ours."""
+    learn = _benchmark_module("learn")
+    import matplotlib.pyplot as plt
+
+    official = tmp_path / "v2.csv"
+    official.write_text("task,x,mean,min,max,seeds\ndmc_cartpole_balance,10000,300,250,350,5\n")
+    ours = []
+    for seed, ret in enumerate([200, 400]):
+        run = tmp_path / f"ours{seed}"
+        (run / "eval").mkdir(parents=True)
+        (run / "config.yaml").write_text("env: {name: dmc, task: cartpole_balance}\n")
+        (run / "eval" / "learning.csv").write_text(
+            f"frames,agent_steps,updates,eval_return,train_return,wall_s\n10008,1251,300,{ret},0,60\n"
+        )
+        ours.append(run)
+    theirs = []
+    for seed, (first, second) in enumerate([((100, 200), (310, 330)), ((150, 150), (500, 520))]):
+        logdir = tmp_path / f"official{seed}"
+        logdir.mkdir()
+        lines = [
+            {"step": 5000, "eval_return": 999.0},  # the random agent's prefill episode
+            {"step": 5000, "train_return": 20.0},
+            {"step": 5000, "eval_return": first[0]},
+            {"step": 5000, "eval_return": first[1]},
+            {"step": 10000, "model_loss": 1.0},
+            {"step": 10000, "eval_return": second[0]},
+            {"step": 10000, "eval_return": second[1]},
+        ]
+        (logdir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        theirs.append(logdir)
+
+    assert learn.official_run_returns(theirs[0]) == {5000.0: 150.0, 10000.0: 320.0}
+    table = learn.seeds_table(ours, official, theirs)
+    assert len(table) == 1 and table[0]["beside"] == [320.0, 510.0] and table[0]["official"] == "300 (250-350)"
+    assert "beside" not in learn.seeds_table(ours, official)[0]
+    cli = ["learn.py", "--plot", *map(str, ours), "--beside", *map(str, theirs), "--out", str(tmp_path / "b.png")]
+    monkeypatch.setattr(sys, "argv", cli)
+    monkeypatch.setitem(learn.OFFICIAL_CURVES, "v2", official)
+    learn.main()
+    assert (
+        "| 10008 | 200 | 400 | 300 | 200-400 | 300 (250-350) | 320 / 510 | 415 (320-510) |" in capsys.readouterr().out
+    )
+    labels = [line.get_label() for line in plt.gca().lines]
+    assert "official code here, mean of 2 seeds" in labels and (tmp_path / "b.png").exists()
+    plt.close("all")
+
+
 def test_official_v3_train_drops_only_the_delete_of_discarded_tracers():
     official_v3_train = _benchmark_module("official_v3_train")
     source = "  jax.tree_util.tree_map(\n      lambda x: hasattr(x, 'delete') and x.delete(), discarded)\n"
