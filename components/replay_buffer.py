@@ -32,6 +32,7 @@ vary in length); and it does not know the circular seam of a time-major
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,8 +42,10 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
-from recipes.diskspace import NoSpace, allocated, free_bytes, reserve, writing
+from recipes.diskspace import NoSpace, allocated, free_bytes, reserve, size, writing
 from registry import ConfigError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from components.replay import ReplayConfig
@@ -265,6 +268,8 @@ class ReservedMemmapStorage(LazyMemmapStorage):
             super()._init(data)
             for tensor in self._storage.values(include_nested=True, leaves_only=True):
                 reserve(tensor.filename)
+        # the disk fills at the first step, not over the run: say so where the user looks
+        log.info("replay: reserved %s in %s for %d rows (replay.capacity)", size(needed), directory, self.max_size)
 
 
 class Replay:

@@ -89,7 +89,7 @@ def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path):
     assert path.read_bytes() == before and not leftovers(tmp_path)
 
 
-def test_disk_replay_reserves_its_capacity_or_fails_at_start(tmp_path):
+def test_disk_replay_reserves_its_capacity_or_fails_at_start(tmp_path, caplog):
     step = TensorDict(
         {"vector": torch.ones(2, 4), "is_first": torch.ones(2, dtype=torch.bool)}, batch_size=[2]
     )  # 2 envs x (16 + 1) bytes = 34 bytes a row
@@ -102,7 +102,9 @@ def test_disk_replay_reserves_its_capacity_or_fails_at_start(tmp_path):
         "lower replay.capacity or free some space"
     )
     replay = registry.build("replay", cfg, num_envs=2, length=4, directory=str(tmp_path / "b"))
-    replay.add(step)
+    with caplog.at_level(logging.INFO, logger="components.replay_buffer"):
+        replay.add(step)
+    assert f"replay: reserved 34 KB in {tmp_path / 'b'} for 1000 rows (replay.capacity)" in caplog.messages
     vector = tmp_path / "b" / "vector.memmap"  # 1000 x 2 x 4 float32
     assert vector.stat().st_size == 32_000 and vector.stat().st_blocks * 512 >= 32_000  # reserved, not sparse
 
