@@ -75,7 +75,8 @@ def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint; a missing, truncated or corrupt file is a CheckpointError naming it."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        there = sorted(p.name for p in path.parent.glob("*.ckpt")) if path.parent.is_dir() else []
+        raise CheckpointError(f"no checkpoint at {path}" + (f"; {path.parent} has {', '.join(there)}" if there else ""))
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:

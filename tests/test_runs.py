@@ -122,8 +122,14 @@ def test_corrupt_checkpoint_is_named_in_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert f"checkpoint {last} is corrupt or truncated" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stderr.strip().endswith("no checkpoint of the run loads")
-    with pytest.raises(CheckpointError, match="no checkpoint at"):
+    with pytest.raises(CheckpointError, match="no checkpoint at") as err:
         load_checkpoint(tmp_path / "missing.ckpt")
+    assert str(err.value) == f"no checkpoint at {tmp_path / 'missing.ckpt'}"  # no other .ckpt beside it
+    (tmp_path / "step_000000000130.ckpt").write_bytes(b"")
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError) as err:  # a typo of a step: say which there are
+        load_checkpoint(tmp_path / "step_000000000128.ckpt")
+    assert str(err.value).endswith(f"; {tmp_path} has last.ckpt, step_000000000130.ckpt")
 
 
 def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
