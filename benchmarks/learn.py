@@ -126,11 +126,17 @@ def official_run_returns(logdir: Path) -> dict[float, float]:
     return {x: sum(v) / len(v) for x, v in by_step.items()}
 
 
-def near(xs, x: float):
-    """The element of ``xs`` within 2% of ``x`` closest to it, or None: evaluations land a few steps past a
-    round number (after the env steps that cross it)."""
-    close = [v for v in xs if abs(v - x) <= 0.02 * x]
-    return min(close, key=lambda v: abs(v - x)) if close else None
+def near(items, x: float, key=float):
+    """The item of ``items`` whose ``key`` is within 2% of ``x`` and closest to it, or None: evaluations
+    land a few steps past a round number (after the env steps that cross it)."""
+    close = [item for item in items if abs(key(item) - x) <= 0.02 * x]
+    return min(close, key=lambda item: abs(key(item) - x)) if close else None
+
+
+def shared_returns(per_run: list[dict[float, float]]) -> dict[float, list[float]]:
+    """Each x that every run evaluated at, in order, with the runs' returns there."""
+    shared = sorted(set.intersection(*(set(runs) for runs in per_run))) if per_run else []
+    return {x: [runs[x] for runs in per_run] for x in shared}
 
 
 def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL, beside: list[Path] = ()) -> list[dict]:
@@ -140,13 +146,10 @@ def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL, beside: list[Pa
     per_run = [
         {float(r["frames"]): float(r["eval_return"]) for r in read_csv(d / "eval" / "learning.csv")} for d in run_dirs
     ]
-    shared = sorted(set.intersection(*(set(runs) for runs in per_run))) if per_run else []
     ref = official_rows(run_dirs[0], official)
-    theirs = [official_run_returns(d) for d in beside]
-    theirs_shared = sorted(set.intersection(*(set(runs) for runs in theirs))) if theirs else []
+    theirs = shared_returns([official_run_returns(d) for d in beside])
     table = []
-    for x in shared:
-        returns = [runs[x] for runs in per_run]
+    for x, returns in shared_returns(per_run).items():
         row = {
             "x": x,
             "returns": returns,
@@ -154,13 +157,12 @@ def seeds_table(run_dirs: list[Path], official: Path = OFFICIAL, beside: list[Pa
             "min": min(returns),
             "max": max(returns),
         }
-        rx = near([float(r["x"]) for r in ref], x)
-        if rx is not None:
-            r = next(r for r in ref if float(r["x"]) == rx)
+        r = near(ref, x, key=lambda r: float(r["x"]))
+        if r is not None:
             row["official"] = f"{float(r['mean']):.0f} ({float(r['min']):.0f}-{float(r['max']):.0f})"
-        tx = near(theirs_shared, x)
+        tx = near(theirs, x)
         if tx is not None:
-            row["beside"] = [runs[tx] for runs in theirs]
+            row["beside"] = theirs[tx]
         table.append(row)
     return table
 
@@ -186,18 +188,18 @@ def plot_seeds(run_dirs: list[Path], out: Path, official: Path = OFFICIAL, besid
         label="dreamerkit min-max over seeds",
     )
     if beside:
-        theirs = [official_run_returns(d) for d in beside]
-        tx = sorted(set.intersection(*(set(runs) for runs in theirs)))
+        theirs = shared_returns([official_run_returns(d) for d in beside])
+        tx = list(theirs)
         (line,) = ax.plot(
             tx,
-            [sum(r[x] for r in theirs) / len(theirs) for x in tx],
+            [sum(theirs[x]) / len(beside) for x in tx],
             "s-",
             label=f"official code here, mean of {len(beside)} seeds",
         )
         ax.fill_between(
             tx,
-            [min(r[x] for r in theirs) for x in tx],
-            [max(r[x] for r in theirs) for x in tx],
+            [min(theirs[x]) for x in tx],
+            [max(theirs[x]) for x in tx],
             color=line.get_color(),
             alpha=0.2,
             label="official code here, min-max over seeds",
