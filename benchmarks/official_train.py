@@ -5,6 +5,8 @@
 
 Everything after ``--`` goes to the official ``train.py`` unchanged (its flags, its
 ``configs.yaml``); it writes its own logdir (``metrics.jsonl``, TensorBoard events, episodes).
+The same command again continues a stopped run: ``train.py`` reloads the weights it saves every
+``eval_every`` agent steps (``variables.pkl``) and its replay from the logdir.
 The official agent runs in its own venv (``--venv``, default ``runs/official-train-venv``): the
 parity harness's pins (``official_parity.PINS``) plus ``EXTRA`` (dm_control and MuJoCo as in
 dreamerkit's environment, gym for the spaces of ``common/envs.py``, TensorBoard for its logger),
@@ -29,7 +31,6 @@ import argparse
 import importlib.util
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -119,7 +120,9 @@ def main() -> None:
     python = ensure_venv(args.venv, [*official_parity.PINS, *EXTRA], no_deps=[official_parity.OFFICIAL])
     package = official_parity.package_dir(python)
     cmd = [str(python), __file__, "--worker", str(package), "--logdir", str(args.logdir), *rest]
-    sys.exit(subprocess.run(cmd).returncode)
+    # exec, not a child: a `timeout -s TERM` or Ctrl-C on this command must reach the training loop,
+    # which then stops (what it trained since its last `variables.pkl`, at most `eval_every` steps, is lost)
+    os.execv(cmd[0], cmd)
 
 
 if __name__ == "__main__":

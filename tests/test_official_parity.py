@@ -112,6 +112,18 @@ def test_the_official_train_script_loses_only_its_gpu_assert():
         official_train.cpu_train_source("  run()\n")
 
 
+def test_the_launcher_becomes_the_official_run_so_a_sigterm_reaches_it(monkeypatch, tmp_path):
+    """`timeout -s TERM python benchmarks/official_train.py ...` must stop the training, not only a parent."""
+    python, package, calls = tmp_path / "python", tmp_path / "dreamerv2", []
+    monkeypatch.setattr(official_train, "ensure_venv", lambda venv, pins, no_deps: python)
+    monkeypatch.setattr(official_parity, "package_dir", lambda exe: package)
+    monkeypatch.setattr(official_train.os, "execv", lambda path, argv: calls.append((path, argv)))
+    monkeypatch.setattr(sys, "argv", ["official_train.py", "--logdir", "runs/x", "--", "--steps", "5"])
+    official_train.main()
+    worker = [str(python), official_train.__file__, "--worker", str(package), "--logdir", "runs/x", "--steps", "5"]
+    assert calls == [(str(python), worker)]
+
+
 @pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1 min
 def test_official_parity_passes_for_the_atari_and_dmc_recipes():
     out = subprocess.run(
