@@ -120,8 +120,9 @@ def main() -> None:
     python = ensure_venv(args.venv, [*official_parity.PINS, *EXTRA], no_deps=[official_parity.OFFICIAL])
     package = official_parity.package_dir(python)
     cmd = [str(python), __file__, "--worker", str(package), "--logdir", str(args.logdir), *rest]
-    # exec, not a child: a `timeout -s TERM` or Ctrl-C on this command must reach the training loop,
-    # which then stops (what it trained since its last `variables.pkl`, at most `eval_every` steps, is lost)
+    # exec, not a child: a signal to this command's pid (`kill <pid>`; timeout and Ctrl-C signal the whole
+    # group) must reach the training loop, which then stops and loses what it trained since its last
+    # `variables.pkl` (at most `eval_every` agent steps)
     os.execv(cmd[0], cmd)
 
 

@@ -113,7 +113,7 @@ def test_the_official_train_script_loses_only_its_gpu_assert():
 
 
 def test_the_launcher_becomes_the_official_run_so_a_sigterm_reaches_it(monkeypatch, tmp_path):
-    """`timeout -s TERM python benchmarks/official_train.py ...` must stop the training, not only a parent."""
+    """`kill <pid of official_train.py>` must stop the training, not only a parent that waits on it."""
     python, package, calls = tmp_path / "python", tmp_path / "dreamerv2", []
     monkeypatch.setattr(official_train, "ensure_venv", lambda venv, pins, no_deps: python)
     monkeypatch.setattr(official_parity, "package_dir", lambda exe: package)
