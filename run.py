@@ -1,4 +1,4 @@
-"""dreamerkit entry point: compose the Hydra config and hand it to recipes.train.
+"""dreamerkit entry point: compose the Hydra config and hand it to runner.train.
 
 python run.py recipe=dreamerv2_atari latent=categorical
 python run.py -m recipe=dreamerv2_atari latent=categorical,gaussian seed=0,1,2
@@ -14,9 +14,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from recipes.config import RunConfig, register_schema
-from recipes.preflight import check_run_dir_args
 from registry import ConfigError
+from runner.config import RunConfig, register_schema
+from runner.preflight import check_run_dir_args
 
 register_schema()
 CONF = Path(__file__).resolve().parent / "conf"
@@ -69,17 +69,18 @@ def print_help(args: list[str]) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from recipes.config import validate
+    from runner.config import validate
 
     try:
-        if not cfg.get("resume"):  # a resume is validated on its saved config, by recipes.train
+        if not cfg.get("resume"):  # a resume is validated on its saved config, by runner.train
             validate(cfg)  # before the heavy imports below
         from hydra.core.hydra_config import HydraConfig
 
-        from recipes.checkpoint import CheckpointError, NonFiniteLoss
-        from recipes.diskspace import NoSpace
-        from recipes.evaluate import evaluate
-        from recipes.train import train
+        from components.diskspace import NoSpace
+        from recipes.agent import NonFiniteLoss
+        from runner.checkpoint import CheckpointError
+        from runner.evaluate import evaluate
+        from runner.train import train
 
         try:
             if cfg.get("evaluate"):

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.throughput import hardware  # noqa: E402
 from components.envs import make_vector_env  # noqa: E402
-from recipes.config import register_schema  # noqa: E402
+from runner.config import register_schema  # noqa: E402
 
 RECIPES = {"atari": "dreamerv2_atari", "dmc": "dreamerv2_dmc"}
 

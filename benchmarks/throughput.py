@@ -10,7 +10,7 @@ warms up, then times ``--updates`` updates through ``Trainer.fit``. Env steps/s
 is measured separately with random actions. Prints a table with the hardware.
 ``--profile`` also runs the timed updates under ``torch.profiler`` and prints where
 the time goes: the phases of an update (the ``record_function`` labels of
-``recipes/dreamer.py`` and ``recipes/experience.py``) and the top operators.
+``recipes/dreamer.py`` and ``runner/experience.py``) and the top operators.
 ``--flops`` counts the matmul and convolution FLOPs of the last warm-up update
 (``torch.utils.flop_counter``) and times a large matmul on this machine: their
 quotient is the most updates/s any implementation of the same math could reach here.
@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recipes.config import register_schema  # noqa: E402
+from runner.config import register_schema  # noqa: E402
 
 PHASES = (
     "world_model.forward",
@@ -92,7 +92,7 @@ def hardware() -> str:
 
 
 def measure(args, size: str, run_dir: Path) -> dict:
-    from recipes.train import build
+    from runner.train import build
 
     b, t = args.batch, args.length
     overrides = [

@@ -3,14 +3,13 @@
 The storage and samplers (``Replay``, ``UniformSampler``, ``EpisodeSampler``) live in
 :mod:`components.replay_buffer`, which imports TorchRL; this module does not, so validating a
 config (run.py, before anything is built) costs no TorchRL import. The factories import it when
-a replay is built, and ``from components.replay import Replay`` still works (module ``__getattr__``).
-See :mod:`components.replay_buffer` for what each sampler draws.
+a replay is built. See :mod:`components.replay_buffer` for what each sampler draws.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from registry import ConfigError, register, unknown
 
@@ -19,15 +18,6 @@ if TYPE_CHECKING:
 
 STORAGES = ("memory", "disk")
 SHORT = ("skip", "chain")
-_MOVED = ("stream", "UniformSampler", "EpisodeSampler", "ReservedMemmapStorage", "Replay")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from components import replay_buffer
-
-        return getattr(replay_buffer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -72,7 +62,9 @@ def uniform(cfg: ReplayConfig, *, num_envs: int, length: int, directory: str | N
     """Uniform windows over the stored streams."""
     from components.replay_buffer import Replay, UniformSampler
 
-    return Replay(cfg, UniformSampler(length, num_envs, seed, cfg.reset_start), num_envs, length, directory)
+    return Replay(
+        cfg.capacity, cfg.storage, UniformSampler(length, num_envs, seed, cfg.reset_start), num_envs, length, directory
+    )
 
 
 def _episode_sampler(cfg: EpisodesConfig, length: int, num_envs: int, seed: int, ends: bool) -> EpisodeSampler:
@@ -86,7 +78,9 @@ def episodes(cfg: EpisodesConfig, *, num_envs: int, length: int, directory: str 
     """Episodes drawn uniformly, then a window inside each (the official DreamerV2 replay)."""
     from components.replay_buffer import Replay
 
-    return Replay(cfg, _episode_sampler(cfg, length, num_envs, seed, False), num_envs, length, directory)
+    return Replay(
+        cfg.capacity, cfg.storage, _episode_sampler(cfg, length, num_envs, seed, False), num_envs, length, directory
+    )
 
 
 @register("replay", "prioritize_ends", EpisodesConfig)
@@ -96,4 +90,6 @@ def prioritize_ends(
     """``episodes`` with each episode's last window drawn ``length`` times as often (DreamerV2 Atari)."""
     from components.replay_buffer import Replay
 
-    return Replay(cfg, _episode_sampler(cfg, length, num_envs, seed, True), num_envs, length, directory)
+    return Replay(
+        cfg.capacity, cfg.storage, _episode_sampler(cfg, length, num_envs, seed, True), num_envs, length, directory
+    )

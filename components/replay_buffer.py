@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from tensordict import TensorDict
@@ -42,13 +42,10 @@ from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.data.replay_buffers.writers import RoundRobinWriter
 
-from recipes.diskspace import NoSpace, allocated, free_bytes, reserve, size, writing
+from components.diskspace import NoSpace, allocated, free_bytes, reserve, size, writing
 from registry import ConfigError
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from components.replay import ReplayConfig
 
 
 def stream(storage) -> tuple[int, int]:
@@ -280,15 +277,18 @@ class Replay:
     memory-mapped files in place, a memory replay's data is lost with the process.
     """
 
-    def __init__(self, cfg: ReplayConfig, sampler: UniformSampler, num_envs: int, length: int, directory: str | None):
-        rows = cfg.capacity // num_envs  # at least one window: checked with train.length by recipes.config
-        if cfg.storage == "disk":
+    def __init__(
+        self, capacity: int, storage: str, sampler: UniformSampler, num_envs: int, length: int, directory: str | None
+    ):
+        """``capacity`` agent steps of all envs, ``storage`` ``memory`` or ``disk`` (the ``replay.*`` settings)."""
+        rows = capacity // num_envs  # at least one window: checked with train.length by runner.config
+        if storage == "disk":
             if directory is None:
                 raise ConfigError("replay.storage: 'disk' needs a run directory (or use storage=memory)")
-            storage = ReservedMemmapStorage(rows, scratch_dir=directory, existsok=True)
+            rows_storage = ReservedMemmapStorage(rows, scratch_dir=directory, existsok=True)
         else:
-            storage = LazyTensorStorage(rows)
-        self.buffer = ReplayBuffer(storage=storage, sampler=sampler, writer=RoundRobinWriter(), batch_size=None)
+            rows_storage = LazyTensorStorage(rows)
+        self.buffer = ReplayBuffer(storage=rows_storage, sampler=sampler, writer=RoundRobinWriter(), batch_size=None)
         self.num_envs, self.length, self.directory = num_envs, length, directory
 
     def add(self, step: TensorDict) -> None:

@@ -5,6 +5,7 @@
 
 ``twohot(x, bins)`` spreads each value over its two neighbouring bins so that the
 weighted mean of the bins is the value again (values outside the bins go to the edge bin).
+``REWARD_TRANSFORMS`` are the world model's choices for its reward targets (``model.reward_transform``).
 """
 
 from __future__ import annotations
@@ -35,3 +36,7 @@ def twohot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     weights = torch.zeros(*x.shape, len(bins), dtype=x.dtype, device=x.device)
     weights.scatter_(-1, below[..., None], (1 - w_above)[..., None])
     return weights.scatter_(-1, above[..., None], w_above[..., None])
+
+
+REWARD_TRANSFORMS = {"tanh": torch.tanh, "identity": lambda r: r}
+"""The reward head's target transforms by name: tanh squashes Atari's rewards, identity keeps DMC's."""

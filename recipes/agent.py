@@ -3,7 +3,7 @@
 An agent is a ``LightningModule`` registered as ``@register("agent", name)`` and built as
 ``target(run, components, env_info)``; its interface is ``registry.interfaces.Agent``.
 Subclassing :class:`AgentModule` gives the rest of the contract: the ``updates`` counter, the
-``experience`` (attached by ``recipes.train``) and its state in every checkpoint, the end of
+``experience`` (attached by ``runner.train``) and its state in every checkpoint, the end of
 the fit, and the progress bar and logger rows. A subclass writes ``policy``,
 ``training_step`` (calling :meth:`count_update` first and :meth:`log_update` at the end) and
 ``configure_optimizers``; ``video`` is optional.
@@ -19,13 +19,23 @@ import torch
 from registry import ConfigError
 
 
+def rank_states(checkpoint: dict) -> list[dict]:
+    """What :meth:`AgentModule.on_save_checkpoint` keeps of each rank (experience counters, replay
+    sampler, RNG), rank 0 first: read back on resume and by tools that open a run's replay."""
+    return checkpoint["agent"]["ranks"]
+
+
+class NonFiniteLoss(FloatingPointError):
+    """A loss became NaN or Inf; the message names the term and the update (``train.nonfinite=stop``)."""
+
+
 class AgentModule(L.LightningModule):
     """Update counter, experience checkpointing and progress logging shared by all agents."""
 
     def __init__(self, log_every: int = 100):
         super().__init__()
         self.log_every = log_every
-        self.experience = None  # attached by recipes.train before fitting
+        self.experience = None  # attached by runner.train before fitting
         self.updates = 0  # updates made; saved in checkpoints
         self.skipped_updates = 0  # updates an agent skipped on a non-finite loss (train.nonfinite=skip)
 
@@ -60,7 +70,7 @@ class AgentModule(L.LightningModule):
         checkpoint["agent"] = {"ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        ranks = (checkpoint.get("agent") or checkpoint["dreamer"])["ranks"]  # "dreamer": checkpoints before agents
+        ranks = rank_states(checkpoint)
         if len(ranks) != self.trainer.world_size:
             raise ConfigError(
                 f"this checkpoint was written by {len(ranks)} rank(s); resume it with the same world size "
@@ -68,8 +78,7 @@ class AgentModule(L.LightningModule):
             )
         state = ranks[self.trainer.global_rank]
         self.experience.load_state_dict(state["experience"])
-        # Older checkpoints: "updates_made", or before that only the batch count.
-        self.updates = state.get("updates", state.get("updates_made", self.experience.sampled))
+        self.updates = state["updates"]
         self.skipped_updates = state["skipped_updates"]
         torch.set_rng_state(state["torch_rng"])
 

@@ -10,7 +10,7 @@ The first ``world_model_pretrain`` updates (``train.world_model_pretrain``; 0 in
 the paper's recipes) stop after step 1: they teach the world model the prefill
 data at about half the cost of a full update, before the actor learns from it.
 
-The batches come from :class:`recipes.experience.Experience`, which steps the
+The batches come from :class:`runner.experience.Experience`, which steps the
 environments with :meth:`policy` between updates (train ratio). Lightning gives
 the loop, precision, devices, checkpoints and loggers; optimization is manual.
 """
@@ -25,10 +25,9 @@ from tensordict import TensorDict
 from torch.profiler import record_function
 
 from components.nets import initialize
-from recipes.agent import AgentModule
+from recipes.agent import AgentModule, NonFiniteLoss
 from recipes.behavior import Behavior
-from recipes.checkpoint import NonFiniteLoss
-from recipes.config import OptimConfig, RunConfig
+from recipes.config import OptimConfig
 from recipes.world_model import WorldModel
 from registry import register
 
@@ -59,7 +58,7 @@ def action_noise(action: torch.Tensor, amount: float, discrete: bool) -> torch.T
 class Dreamer(AgentModule):
     """DreamerV1/V2-family agent; which variant is decided by the components it is given."""
 
-    def __init__(self, run: RunConfig, components: dict, env_info):
+    def __init__(self, run, components: dict, env_info):
         super().__init__(log_every=run.train.log_every)
         self.automatic_optimization = False
         self.model_cfg, self.behavior_cfg = run.model, run.behavior

@@ -16,10 +16,9 @@ from torch import nn
 
 from components.nets import compiled
 from components.rssm import RSSM
+from components.transforms import REWARD_TRANSFORMS
 from recipes.config import HEAD_NAMES, ModelConfig
 from registry import build
-
-REWARD_TRANSFORMS = {"tanh": torch.tanh, "identity": lambda r: r}  # names checked by ModelConfig
 
 
 class WorldModel(nn.Module):

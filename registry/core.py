@@ -327,7 +327,7 @@ def _load_builtins() -> None:
 
 
 # Modules whose import registers the built-in components, imported on the first lookup. The
-# agents live a layer up (recipes): what builds an agent imports its module (recipes.train does),
+# agents live a layer up (recipes): what builds an agent imports its module (runner.train does),
 # so the registry names nothing above the components.
 _BUILTIN_MODULES = (
     "components.encoders",

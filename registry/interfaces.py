@@ -243,7 +243,7 @@ class Agent(Protocol):
     """What training, evaluation, checkpoints and videos use of an agent (a ``LightningModule``).
 
     Built as ``target(run, components, env_info)``: the validated run config
-    (``recipes.config.RunConfig``; the agent reads its own sections, e.g. ``run.model``), the
+    (``runner.config.RunConfig``; the agent reads its own sections, e.g. ``run.model``), the
     validated component sections ``{kind: schema-checked mapping}`` and the env's ``EnvInfo``
     (``obs_space``, ``action_dim``, ``discrete``, ``action_repeat``).
 
@@ -256,7 +256,7 @@ class Agent(Protocol):
     - ``training_step(batch [B, T])``: one update (Lightning; optimization may be manual).
     - ``updates``: the updates it has made, the one public update counter; it is saved in the
       checkpoint, with what ``state_dict`` holds (weights, buffers of stateful components).
-    - ``experience``: set by ``recipes.train`` before fitting, the ``Experience`` it can read
+    - ``experience``: set by ``runner.train`` before fitting, the ``Experience`` it can read
       counters from (``global_steps``, ``frames``) and whose state its checkpoints must carry
       (``recipes.agent.AgentModule`` does all of this; subclass it).
     - ``video(batch)``: uint8 ``[T, H, W, C]`` frames to write for a replayed ``[B, T]`` batch

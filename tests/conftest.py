@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
-from recipes.config import register_schema
+from runner.config import register_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -24,3 +26,12 @@ def make_cfg(tmp_path):
             return compose("config", overrides=[f"run_dir={tmp_path / 'run'}", *overrides])
 
     return make
+
+
+def verify_module(name: str):
+    """A script of verify/ imported as a module (they are scripts: run by path, each re-run in its venv)."""
+    sys.path.insert(0, str(ROOT / "verify"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "verify"))

@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recipes.checkpoint import resume_checkpoint  # noqa: E402
-from recipes.config import register_schema  # noqa: E402
-from recipes.train import build, resume_config  # noqa: E402
+from runner.checkpoint import resume_checkpoint  # noqa: E402
+from runner.config import register_schema  # noqa: E402
+from runner.train import build, resume_config  # noqa: E402
 
 
 def main(run_dir: str, *overrides: str) -> None:

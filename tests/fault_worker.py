@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from components.replay import Replay  # noqa: E402
-from recipes import checkpoint  # noqa: E402
+from components.replay_buffer import Replay  # noqa: E402
 from recipes.dreamer import Dreamer  # noqa: E402
-from recipes.experience import Experience  # noqa: E402
+from runner import checkpoint  # noqa: E402
+from runner.experience import Experience  # noqa: E402
 
 
 def kill() -> None:

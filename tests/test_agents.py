@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import components.envs
-import recipes.train
 import registry
+import runner.train
 from components.envs import env_info as components_env_info
 from recipes.agent import AgentModule
-from recipes.evaluate import evaluate
-from recipes.train import train
 from registry import ConfigError, register
+from runner.evaluate import evaluate
+from runner.train import train
 
 SMOKE = ("recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "agent=test_random")
 
@@ -74,8 +74,8 @@ def test_a_second_agent_trains_resumes_and_evaluates(make_cfg, tmp_path):
 
 def test_evaluation_episodes_keep_their_own_acting_state(make_cfg):
     """An episode starts from state None and gets back what the policy returned, step by step."""
-    from recipes.config import validate
-    from recipes.episodes import run_episode
+    from runner.config import validate
+    from runner.episodes import run_episode
 
     run, components = validate(make_cfg(*SMOKE))
     env = registry.build("env", components["env"], seed=0)
@@ -94,5 +94,5 @@ def test_a_bad_value_leaves_nothing_behind(make_cfg, tmp_path, monkeypatch):
     assert not made
     assert not any((run_dir / name).exists() for name in ("config.yaml", "checkpoints", "replay", "commit.txt"))
     with pytest.raises(ConfigError, match=r"^agent: unknown agent 'nope'; valid: dreamer"):
-        recipes.train.build(make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "agent=nope"))
+        runner.train.build(make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "agent=nope"))
     assert not made and not run_dir.exists()

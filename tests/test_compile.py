@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from recipes.train import build
+from runner.train import build
 
 
 def losses_and_grads(make_cfg, batch, *overrides, recipe="dreamerv2_cartpole", autocast=None):

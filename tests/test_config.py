@@ -8,8 +8,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from recipes.train import validate
 from registry import ConfigError
+from runner.train import validate
 
 RECIPES = ["dreamerv2_atari", "dreamerv2_dmc", "dreamerv1_dmc", "dreamerv2_atari_nokl", "dreamerv2_cartpole"]
 V3_RECIPES = ["dreamerv3_dmc_proprio", "dreamerv3_dmc_vision", "dreamerv3_atari100k", "dreamerv3_crafter"]
@@ -204,11 +204,11 @@ def test_slurm_launcher_preset_sizes_jobs_from_the_run():
 
 def test_bf16_on_a_cpu_without_bf16_instructions_warns(make_cfg, monkeypatch, caplog):
     """bf16 asked for on such a CPU is kept but warned about; auto stays fp32 on the CPU."""
-    import recipes.train as train
+    import runner.train as train
 
     run, _ = validate(make_cfg("recipe=dreamerv2_dmc", "train.accelerator=cpu", "train.precision=bf16-mixed"))
     monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
-    with caplog.at_level("WARNING", logger="recipes.train"):
+    with caplog.at_level("WARNING", logger="runner.train"):
         assert train.precision(run) == "bf16-mixed"
     assert "without bf16 instructions" in caplog.text and "train.precision=32-true" in caplog.text
 
@@ -221,8 +221,8 @@ def test_bf16_on_a_cpu_without_bf16_instructions_warns(make_cfg, monkeypatch, ca
 
 def test_a_directory_that_is_not_a_run_is_named_by_each_command(tmp_path):
     """resume=, evaluate= and the benchmark scripts share one check for a run's saved config."""
-    from recipes.evaluate import load_agent
-    from recipes.train import resume_config
+    from runner.evaluate import load_agent
+    from runner.train import resume_config
 
     with pytest.raises(ConfigError, match=r"^resume: .* is not a run directory \(no config.yaml\)"):
         resume_config(tmp_path, ["train.steps=10"])

@@ -13,9 +13,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from recipes.checkpoint import load_checkpoint
-from recipes.train import train
 from registry import ConfigError
+from runner.checkpoint import load_checkpoint
+from runner.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERRIDES = [

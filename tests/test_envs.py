@@ -162,7 +162,7 @@ def test_dmc_proprio_keys_and_unit_actions():
     ids=["atari", "gym-vector", "dmc-proprio"],
 )
 def test_evaluation_videos_have_frames_for_image_and_vector_envs(cfg, shape):
-    from recipes.episodes import frame
+    from runner.episodes import frame
 
     env = make(cfg)
     obs, _ = env.reset(seed=0)

@@ -10,9 +10,9 @@ import torch
 
 import registry
 from components.envs import env_info, make_vector_env
-from recipes.config import TrainConfig
-from recipes.experience import Experience
-from recipes.progress import ProgressBar
+from runner.config import TrainConfig
+from runner.experience import Experience
+from runner.progress import ProgressBar
 
 
 def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:

@@ -28,11 +28,11 @@ from omegaconf import OmegaConf
 from tensordict import TensorDict
 
 import registry
-from recipes import loggers
-from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, CheckpointError, load_checkpoint, resume_checkpoint
-from recipes.diskspace import NoSpace, no_space, size
-from recipes.preflight import check_run_dir_args, cpu_cores, warn_devices
+from components.diskspace import NoSpace, no_space, size
 from registry import ConfigError
+from runner import loggers
+from runner.checkpoint import AtomicCheckpointIO, Checkpointer, CheckpointError, load_checkpoint, resume_checkpoint
+from runner.preflight import check_run_dir_args, cpu_cores, warn_devices
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "fault_worker.py"
@@ -131,7 +131,7 @@ def test_tensorboard_log_on_a_full_disk_names_the_directory(tmp_path):
 
 
 def test_gif_on_a_full_disk_leaves_no_partial_file(tmp_path):
-    from recipes.evaluate import write_gif
+    from runner.evaluate import write_gif
 
     frames = [np.random.default_rng(i).integers(0, 255, (64, 64), np.uint8) for i in range(20)]
     path = tmp_path / "episode_0.gif"
@@ -142,7 +142,7 @@ def test_gif_on_a_full_disk_leaves_no_partial_file(tmp_path):
 
 
 def test_config_on_a_full_disk_keeps_the_old_one(tmp_path):
-    from recipes.train import save_run_info
+    from runner.train import save_run_info
 
     (tmp_path / "config.yaml").write_text("old: 1\n")
     cfg = OmegaConf.create({"note": "x" * 5000})
@@ -257,7 +257,7 @@ def test_csv_rows_are_written_one_by_one_and_rewound_to_a_checkpoint(tmp_path):
     assert marks == {"step": 4, "rows": {"csv/metrics.csv": 3}}
     logger.log_metrics({"episode/return": 9.0}, step=6)  # a new column rewrites the file
     logger.log_metrics({"model/loss": 3.0}, step=8)
-    cfg = OmegaConf.create({"run_dir": str(tmp_path), "logger": {"_target_": "recipes.loggers.TensorBoardLogger"}})
+    cfg = OmegaConf.create({"run_dir": str(tmp_path), "logger": {"_target_": "runner.loggers.TensorBoardLogger"}})
     loggers.rewind(cfg, marks)
     assert [r["step"] for r in rows(metrics)] == ["0", "2", "4"] and not leftovers(tmp_path)
     assert cfg.logger.purge_step == 5  # TensorBoard drops what was logged after the checkpoint's step
@@ -283,7 +283,7 @@ def test_tensorboard_purges_the_steps_after_the_checkpoint(tmp_path):
 
 
 def test_progress_bar_of_a_resume_counts_the_updates_left():
-    from recipes.progress import ProgressBar
+    from runner.progress import ProgressBar
 
     bar = ProgressBar()
     module = SimpleNamespace(experience=SimpleNamespace(total_updates=300), updates=120)

@@ -17,8 +17,8 @@ from components.nets import ConcatLinear, initialize
 from components.rssm import GRUCell
 from recipes.config import OptimConfig
 from recipes.dreamer import Dreamer, action_noise, adamw
-from recipes.train import validate
 from registry import ConfigError
+from runner.train import validate
 
 ATARI = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=6, discrete=True, action_repeat=4)
 DMC = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)

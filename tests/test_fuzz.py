@@ -13,8 +13,8 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recipes.train import train
 from registry import ConfigError
+from runner.train import train
 
 COMPONENTS = {
     "latent": ["categorical", "gaussian"],

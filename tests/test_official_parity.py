@@ -1,5 +1,5 @@
-"""benchmarks/official_parity.py: its weight mapping and fixed draws (fast), and the harness itself (slow);
-benchmarks/official_train.py's environment process and train-script patch (fast)."""
+"""verify/official_parity.py: its weight mapping and fixed draws (fast), and the harness itself (slow);
+verify/official_train.py's environment process and train-script patch (fast)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import verify_module
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
-try:
-    import official_parity
-    import official_train
-finally:
-    sys.path.remove(str(ROOT / "benchmarks"))
+official_parity = verify_module("official_parity")
+official_train = verify_module("official_train")
 
 
 def test_feature_and_embedding_permutations_read_the_official_layout():
@@ -82,7 +79,7 @@ def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fres
 
 
 def test_process_dmc_runs_the_official_env_class_in_a_spawned_process_without_tensorflow(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the spawned process imports official_train
+    monkeypatch.syspath_prepend(str(ROOT / "verify"))  # the spawned process imports official_train
     envs = tmp_path / "envs.py"  # stands in for the official common/envs.py
     envs.write_text(
         "import os, sys\n"
@@ -127,7 +124,7 @@ def test_the_launcher_becomes_the_official_run_so_a_sigterm_reaches_it(monkeypat
 @pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1 min
 def test_official_parity_passes_for_the_atari_and_dmc_recipes():
     out = subprocess.run(
-        [sys.executable, "benchmarks/official_parity.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
+        [sys.executable, "verify/official_parity.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
     assert re.search(r"^parity: OK \(\d+ quantities, max rel diff", out.stdout, re.M), out.stdout[-5000:]
     assert out.returncode == 0

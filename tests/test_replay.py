@@ -10,7 +10,8 @@ import torch
 from tensordict import TensorDict
 
 import registry
-from components.replay import EpisodeSampler, EpisodesConfig, ReplayConfig, episodes, prioritize_ends, stream, uniform
+from components.replay import EpisodesConfig, ReplayConfig, episodes, prioritize_ends, uniform
+from components.replay_buffer import EpisodeSampler, stream
 from registry import ConfigError
 
 SAMPLERS = [uniform, episodes, prioritize_ends]

@@ -21,12 +21,13 @@ import pytest
 import torch
 
 import registry
+from components.diskspace import NoSpace
 from components.envs.base import Flags
-from recipes import checkpoint as ckpt_module
-from recipes.checkpoint import CheckpointError, NonFiniteLoss, load_checkpoint
-from recipes.diskspace import NoSpace
-from recipes.train import train
+from recipes.agent import NonFiniteLoss
 from recipes.world_model import WorldModel
+from runner import checkpoint as ckpt_module
+from runner.checkpoint import CheckpointError, load_checkpoint
+from runner.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["recipe=dreamerv2_cartpole", "debug=smoke", "logger=csv", "replay.storage=disk", "train.log_every=1"]
@@ -47,7 +48,7 @@ def digest(path: Path) -> str:
 
 def test_csv_metrics_reach_the_disk_while_the_run_goes_on(tmp_path):
     """Each row is on disk as soon as it is logged, also when steps are frames in 2s (a SIGKILL loses none)."""
-    from recipes.loggers import CSVLogger
+    from runner.loggers import CSVLogger
 
     logger = CSVLogger(save_dir=str(tmp_path), name="csv", version="")
     for i in range(9):
@@ -343,7 +344,7 @@ def test_a_resumed_run_continues_the_wall_time_of_learning_csv(tmp_path):
     """eval/learning.csv's wall_s goes on from the last row after a resume, instead of starting at zero."""
     from types import SimpleNamespace
 
-    from recipes.periodic_eval import PeriodicEval
+    from runner.periodic_eval import PeriodicEval
 
     callback = PeriodicEval({}, every=10, episodes=1, run_dir=tmp_path, seed=0)
     rank0 = SimpleNamespace(is_global_zero=True)
@@ -359,7 +360,7 @@ def test_periodic_evaluation_acts_by_eval_policy(tmp_path, monkeypatch):
     """Evaluations during training follow ``eval.policy`` (DreamerV3 samples, DreamerV2 takes the mode)."""
     from types import SimpleNamespace
 
-    from recipes import periodic_eval
+    from runner import periodic_eval
 
     modes = []
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from recipes.train import train
+from runner.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,7 +143,7 @@ def test_multirun_sweep_and_its_summary(tmp_path, launcher):
         for seed in (0, 1):
             assert sum(f"latent={latent}" in r and f"seed={seed}" in r for r in runs) == 1
     summary = subprocess.run(
-        [sys.executable, "benchmarks/sweep_summary.py", str(tmp_path)],
+        ["dreamerkit-sweep-summary", str(tmp_path)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -193,7 +193,7 @@ def test_periodic_eval_and_open_loop_videos(make_cfg):
 
 
 def test_open_loop_prediction_builds_no_autograd_graph(make_cfg):
-    from recipes.train import build
+    from runner.train import build
 
     module, experience, _ = build(make_cfg("recipe=dreamerv2_dmc", "debug=smoke", "logger=none", "env.time_limit=30"))
     while experience.replay.steps < 20:  # an episode of 15 steps has ended: the replay can draw

@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from components.envs import EnvInfo  # noqa: E402
-from recipes.config import register_schema, validate  # noqa: E402
 from recipes.dreamer import Dreamer  # noqa: E402
+from runner.config import register_schema, validate  # noqa: E402
 
 IMAGE = EnvInfo(obs_space={"image": (1, 64, 64)}, action_dim=3, discrete=True, action_repeat=4)
 PIXELS = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)

@@ -109,7 +109,7 @@ def test_bounded_normal_actor_tanh_mean_std_between_bounds_and_unbounded_samples
 )
 def test_v3_dmc_actor_auto_picks_bounded_normal_for_continuous_actions(make_cfg, overrides, expected):
     from recipes.behavior import Behavior
-    from recipes.train import validate
+    from runner.train import validate
 
     run, components = validate(make_cfg("recipe=dreamerv3_dmc_proprio", "size=tiny", *overrides))
     discrete = "env=gym" in overrides
@@ -232,7 +232,7 @@ def test_twohot_output_layers_start_at_zero_in_a_built_agent(make_cfg):
     """The agent's Keras initialisation runs after the heads are built and must keep outscale 0."""
     from components.envs import EnvInfo
     from recipes.dreamer import Dreamer
-    from recipes.train import validate
+    from runner.train import validate
 
     env = EnvInfo(obs_space={"vector": (5,)}, action_dim=1, discrete=False, action_repeat=2)
     for scale, zero in ((0.0, True), (0.5, False)):
@@ -255,7 +255,7 @@ def test_v3_vision_agent_norms_epsilon_conv_stack_and_gru_as_v1(make_cfg):
     from components.envs import EnvInfo
     from components.nets import ChannelNorm
     from recipes.dreamer import Dreamer
-    from recipes.train import validate
+    from runner.train import validate
 
     env = EnvInfo(obs_space={"image": (3, 64, 64)}, action_dim=1, discrete=False, action_repeat=2)
     module = Dreamer(*validate(make_cfg("recipe=dreamerv3_dmc_vision", "size=tiny")), env)
@@ -278,7 +278,7 @@ def test_v3_vision_agent_norms_epsilon_conv_stack_and_gru_as_v1(make_cfg):
 )
 def test_v3_recipes_start_every_replayed_window_from_the_initial_state(make_cfg, recipe):
     """v1 sets is_first on the first step of every sampled window (embodied/replay/generic.py)."""
-    from recipes.train import validate
+    from runner.train import validate
 
     _, components = validate(make_cfg(f"recipe={recipe}"))
     assert components["replay"]["name"] == "uniform" and components["replay"]["reset_start"] is True
@@ -294,7 +294,7 @@ def test_v3_recipes_start_every_replayed_window_from_the_initial_state(make_cfg,
     ],
 )
 def test_v3_recipes_give_the_backprop_actor_its_baseline(make_cfg, overrides, baseline):
-    from recipes.train import validate
+    from runner.train import validate
 
     _, components = validate(make_cfg(*overrides))
     estimator = build("actor_grad", components["actor_grad"])
@@ -309,7 +309,7 @@ def test_continue_head_learns_one_minus_terminal_and_imagines_by_gamma_times_its
 
     from components.envs import EnvInfo
     from recipes.dreamer import Dreamer
-    from recipes.train import validate
+    from runner.train import validate
 
     env = EnvInfo(obs_space={"state": (5,)}, action_dim=1, discrete=False, action_repeat=2)
     module = Dreamer(*validate(make_cfg(f"recipe={recipe}", "size=tiny")), env)
@@ -355,7 +355,7 @@ def test_dreamerv3_init_draws_hidden_layers_from_a_truncated_normal_and_outputs_
     from components.encoders import ConvEncoder, ConvEncoderConfig
     from components.nets import MLP, initialize
     from components.rssm import GRUCell
-    from recipes.train import validate
+    from runner.train import validate
 
     torch.manual_seed(0)
     mlp = MLP(512, 4, layers=2, units=512, act="silu", norm=True)
@@ -379,6 +379,6 @@ def test_dreamerv3_init_draws_hidden_layers_from_a_truncated_normal_and_outputs_
 @pytest.mark.parametrize(("recipe", "policy"), [("dreamerv3_dmc_proprio", "sample"), ("dreamerv2_dmc", "mode")])
 def test_v3_recipes_evaluate_by_sampling_the_actor(make_cfg, recipe, policy):
     """v1's ``policy(mode='eval')`` samples the actor; DreamerV2's eval mode takes its mode."""
-    from recipes.train import validate
+    from runner.train import validate
 
     assert validate(make_cfg(f"recipe={recipe}"))[0].eval.policy == policy

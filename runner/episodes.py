@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from recipes.diskspace import writing
+from components.diskspace import writing
 
 
 def run_episode(agent, env, seed: int, mode: str, record: bool) -> tuple[float, int, list]:

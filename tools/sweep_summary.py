@@ -1,6 +1,6 @@
 """Summarise a Hydra multirun sweep: final return per setting, mean and spread over seeds.
 
-    python benchmarks/sweep_summary.py multirun/2026-11-22/10-00-00
+    dreamerkit-sweep-summary multirun/2026-11-22/10-00-00
 
 Each job's final return is its last periodic evaluation (eval/learning.csv, from
 eval.every) or else the mean of its last 10 training episodes (csv/metrics.csv,

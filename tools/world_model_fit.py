@@ -1,7 +1,7 @@
 """Fit a fresh world model, alone, on a run's stored replay: which setting learns to draw the foreground soonest?
 
-    python benchmarks/world_model_fit.py runs/learn/balance --updates 300 model.opt.lr=1e-3
-    python benchmarks/world_model_fit.py runs/learn/balance --updates 300 encoder.conv.depth=32 decoder.conv.depth=32
+    dreamerkit-world-model-fit runs/learn/balance --updates 300 model.opt.lr=1e-3
+    dreamerkit-world-model-fit runs/learn/balance --updates 300 encoder.conv.depth=32 decoder.conv.depth=32
 
 Opens the replay of ``<run dir>`` (``replay.storage=disk``) as its checkpoint left it,
 builds the run's world model with the given ``key=value`` overrides of its saved
@@ -9,34 +9,27 @@ config, and trains only that model (no actor, no critic, no new experience) on
 replayed batches with the run's optimizer settings. Every ``--report`` updates it
 prints, on one held batch, the image, reward and KL terms and the posterior
 reconstruction's error on foreground and background pixels (as
-``benchmarks/reconstructions.py`` defines them, against the held batch's median frame), so world-model settings can be
+``tools/reconstructions.py`` defines them, against the held batch's median frame), so world-model settings can be
 compared on the same data in minutes instead of a whole learning run.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
-import yaml
-from omegaconf import OmegaConf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from reconstructions import errors  # noqa: E402
-
-import registry  # noqa: E402
-from components.envs import env_info  # noqa: E402
-from components.nets import initialize  # noqa: E402
-from recipes.checkpoint import load_checkpoint  # noqa: E402
-from recipes.dreamer import adamw  # noqa: E402
-from recipes.train import saved_config, validate  # noqa: E402
-from recipes.world_model import WorldModel  # noqa: E402
-
-MISSING = object()
+import registry
+from components.envs import env_info
+from components.nets import initialize
+from recipes.agent import rank_states
+from recipes.dreamer import adamw
+from recipes.world_model import WorldModel
+from registry import ConfigError
+from runner.evaluate import load_run
+from tools.reconstructions import errors
 
 
 def main() -> None:
@@ -50,13 +43,10 @@ def main() -> None:
     parser.add_argument("override", nargs="*", help="key=value changes of the run's config, e.g. model.opt.lr=1e-3")
     args = parser.parse_intermixed_args()  # overrides may follow the options
 
-    cfg = saved_config(args.run_dir, "world_model_fit")
-    for override in args.override:
-        key, _, value = override.partition("=")
-        if OmegaConf.select(cfg, key, default=MISSING) is MISSING:
-            parser.error(f"{key!r} is not a key of {args.run_dir / 'config.yaml'}")
-        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
-    run, components = validate(cfg)
+    try:
+        run, components, checkpoint = load_run(args.run_dir, args.checkpoint, "world_model_fit", args.override)
+    except ConfigError as err:
+        parser.error(str(err))
     replay_dir = args.run_dir / "replay"
     if not replay_dir.is_dir():
         parser.error(f"{args.run_dir} has no replay on disk (it ran with replay.storage=memory)")
@@ -72,8 +62,7 @@ def main() -> None:
         directory=str(replay_dir),
         seed=args.seed,
     )
-    state = load_checkpoint(args.run_dir / "checkpoints" / args.checkpoint)["dreamer"]["ranks"][0]
-    replay.load_state_dict(state["experience"]["replay"])
+    replay.load_state_dict(rank_states(checkpoint)[0]["experience"]["replay"])
     model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
     initialize(model, run.model.init)
     optimizer = adamw(model.parameters(), run.model.opt)

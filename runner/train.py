@@ -5,7 +5,7 @@ in seconds with the key's path and the valid choices.
 
     python run.py recipe=...                 train in a new run directory
     python run.py resume=<run dir>           continue from <run dir>/checkpoints/last.ckpt
-    python run.py evaluate=<run dir>         evaluate a checkpoint (see recipes/evaluate.py)
+    python run.py evaluate=<run dir>         evaluate a checkpoint (see runner/evaluate.py)
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from omegaconf import DictConfig, OmegaConf
 
 import recipes.dreamer  # noqa: F401  (registers the built-in agent)
 import registry
-from recipes import loggers
-from recipes.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoint
-from recipes.config import RunConfig, validate
-from recipes.diskspace import write_atomically
-from recipes.periodic_eval import PeriodicEval
-from recipes.preflight import warn_devices
-from recipes.progress import ProgressBar
-from recipes.videos import VideoPredictions
+from components.diskspace import write_atomically
 from registry import ConfigError
+from runner import loggers
+from runner.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoint
+from runner.config import RunConfig, saved_config, validate
+from runner.periodic_eval import PeriodicEval
+from runner.preflight import warn_devices
+from runner.progress import ProgressBar
+from runner.videos import VideoPredictions
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,6 @@ def make_logger(cfg: DictConfig, run_dir: Path):
         os.environ.setdefault("WANDB_DIR", str(run_dir))
         os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / "wandb-cache"))
     return instantiate(logger_cfg, save_dir=str(run_dir))
-
-
-def saved_config(run_dir: Path, command: str) -> DictConfig:
-    """The config a run saved in ``run_dir``; ``command`` names the caller when ``run_dir`` is not a run."""
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
-    return OmegaConf.load(saved)
 
 
 def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
@@ -167,7 +159,7 @@ def build(cfg: DictConfig):
     elsewhere); Lightning's DDP averages the gradients.
     """
     from components.envs import env_info, make_vector_env
-    from recipes.experience import Experience
+    from runner.experience import Experience
 
     run, components = validate(cfg)  # every check, before anything is built or written
     warn_devices(run.train.accelerator, run.train.devices)

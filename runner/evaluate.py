@@ -9,30 +9,49 @@ videos of the first ``eval.videos`` episodes into this evaluation's own folder,
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+import yaml
+from omegaconf import DictConfig, OmegaConf
 
+import recipes.dreamer  # noqa: F401  (registers the built-in agent, which load_agent builds)
 import registry
-from recipes.checkpoint import load_checkpoint
-from recipes.diskspace import write_atomically
-from recipes.episodes import run_episode, write_gif
+from components.diskspace import write_atomically
+from registry import ConfigError
+from runner.checkpoint import load_checkpoint
+from runner.config import saved_config, validate
+from runner.episodes import run_episode, write_gif
 
 log = logging.getLogger(__name__)
+_MISSING = object()
+
+
+def load_run(run_dir: Path, checkpoint: str, command: str, overrides: Sequence[str] = ()) -> tuple:
+    """(run config, component sections, checkpoint) of a run directory: its saved config, validated,
+    and ``checkpoints/<checkpoint>`` loaded. Every tool that reads a finished run starts here.
+
+    ``overrides`` (``key=value``) change keys the saved config has: a key it lacks is a
+    ``ConfigError`` naming the file. ``command`` names the caller in the error for a directory
+    that is not a run.
+    """
+    cfg = saved_config(run_dir, command)
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            raise ConfigError(f"{command}: {key!r} is not a key of {run_dir / 'config.yaml'}")
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    run, components = validate(cfg)
+    return run, components, load_checkpoint(run_dir / "checkpoints" / checkpoint)
 
 
 def load_agent(run_dir: Path, checkpoint: str, env_seed: int, command: str) -> tuple:
-    """(run config, env, agent) of a run directory: its saved config, one env seeded ``seed + env_seed``
-    and the recipe's module restored from ``checkpoints/<checkpoint>``, in eval mode.
-
-    ``command`` names the caller in the error for a directory that is not a run.
-    """
+    """(run config, env, agent) of a run directory: :func:`load_run`, one env seeded ``seed + env_seed``
+    and the run's agent restored from the checkpoint, in eval mode."""
     from components.envs import env_info
-    from recipes.train import saved_config, validate
 
-    run, components = validate(saved_config(run_dir, command))
-    state = load_checkpoint(run_dir / "checkpoints" / checkpoint)
+    run, components, state = load_run(run_dir, checkpoint, command)
     env = registry.build("env", components["env"], path="env", seed=run.seed + env_seed)
     agent = registry.get("agent", run.agent).target(run, components, env_info(env))
     agent.load_state_dict(state["state_dict"])

@@ -9,7 +9,7 @@ import numpy as np
 from lightning.pytorch.callbacks import Callback
 
 import registry
-from recipes.episodes import run_episode, write_gif
+from runner.episodes import run_episode, write_gif
 
 
 class PeriodicEval(Callback):

@@ -1,7 +1,7 @@
 """Number-by-number parity of dreamerkit's DreamerV2 with the official implementation (PyPI ``dreamerv2==2.2.0``).
 
-    python benchmarks/official_parity.py                        # every case, tiny size
-    python benchmarks/official_parity.py --cases dmc --size small
+    python verify/official_parity.py                        # every case, tiny size
+    python verify/official_parity.py --cases dmc --size small
 
 For each case (``atari``: recipe dreamerv2_atari, REINFORCE, discount head; ``dmc``:
 dreamerv2_dmc, dynamics backpropagation, no discount head; the paper's ablations
@@ -359,8 +359,8 @@ def compose_ours(recipe: str, size: str, overrides: list[str]):
     sys.path.insert(0, str(ROOT))
     from hydra import compose, initialize_config_dir
 
-    from recipes.config import register_schema
-    from recipes.train import validate
+    from runner.config import register_schema
+    from runner.train import validate
 
     register_schema()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

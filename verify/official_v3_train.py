@@ -1,13 +1,13 @@
 """Train the official DreamerV3 (danijar/dreamerv3 at its arXiv-v1 commit ec526b9, JAX) on this CPU.
 
     git clone https://github.com/danijar/dreamerv3 runs/official-v3-src && git -C runs/official-v3-src checkout ec526b9
-    python benchmarks/official_v3_train.py --source runs/official-v3-src --logdir runs/official_v3/balance_s0 -- \\
+    python verify/official_v3_train.py --source runs/official-v3-src --logdir runs/official_v3/balance_s0 -- \\
         --configs dmc_proprio --task dmc_cartpole_balance --seed 0 --run.train_ratio 32 --run.steps 50000
 
 Everything after ``--`` goes to the official ``train.py`` unchanged (its flags, its ``configs.yaml``);
 ``--jax.platform cpu --jax.precision float32 --envs.parallel none`` are added first, so later flags
 win. It writes its own logdir: ``metrics.jsonl``, ``scores.jsonl`` and the replay chunks
-(``replay/*.npz``, read by ``benchmarks/replay_actions.py``). The official code is not on PyPI at
+(``replay/*.npz``, read by ``tools/replay_actions.py``). The official code is not on PyPI at
 that commit, so it is cloned by hand (above); it runs in its own venv (``--venv``, default
 ``runs/official-v3-venv``) with ``PINS``, never as a dependency of dreamerkit. XLA gets one thread
 (``--xla_cpu_multi_thread_eigen=false``), as the dreamerkit runs beside it get one each.

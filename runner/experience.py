@@ -36,7 +36,7 @@ import torch
 from tensordict import TensorDict
 from torch.profiler import record_function
 
-from recipes.config import TrainConfig
+from runner.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

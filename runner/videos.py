@@ -8,7 +8,7 @@ import imageio.v2 as imageio
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from recipes.diskspace import writing
+from components.diskspace import writing
 
 
 class VideoPredictions(Callback):

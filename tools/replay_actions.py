@@ -1,8 +1,8 @@
 """How far a continuous actor's actions sit from zero over training, read from the replay.
 
-    python benchmarks/replay_actions.py runs/learn/v3_balance_proprio_r32_s0 runs/official_v3/balance_s0
+    dreamerkit-replay-actions runs/learn/v3_balance_proprio_r32_s0 runs/official_v3/balance_s0
 
-For each run (a ``benchmarks/learn.py`` run directory, or an official DreamerV3 logdir with
+For each run (a ``tools/learn.py`` run directory, or an official DreamerV3 logdir with
 ``replay/*.npz`` chunks) each env's stream of replayed actions is cut into blocks of ``--block``
 agent steps (500: one DMC episode at action repeat 2), and per bin of ``--bin`` env steps it prints
 the mean over blocks of |mean action in the block| and the block's summed reward. A policy whose

@@ -1,6 +1,6 @@
 """What the world model sees: posterior reconstructions along a trained agent's evaluation episodes.
 
-    python benchmarks/reconstructions.py runs/learn/balance --checkpoint step_000000003126.ckpt --episodes 3
+    dreamerkit-reconstructions runs/learn/balance --checkpoint step_000000003126.ckpt --episodes 3
 
 Plays policy-mode episodes with a run's checkpoint (image observations only) and, at
 every step, decodes the posterior state the actor acts on. Prints, per episode:
@@ -20,7 +20,6 @@ reconstructions, every ``--every`` steps.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -28,10 +27,8 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from recipes.evaluate import load_agent  # noqa: E402
-from registry import ConfigError  # noqa: E402
+from registry import ConfigError
+from runner.evaluate import load_agent
 
 
 @torch.no_grad()

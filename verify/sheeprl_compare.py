@@ -1,14 +1,14 @@
 """DreamerV2 and DreamerV3 training speed of SheepRL 0.8.4 beside dreamerkit's, at the same network sizes, in one run.
 
-    python benchmarks/sheeprl_compare.py --size dmc --updates 5           # DreamerV2 at the paper's DMC sizes
-    python benchmarks/sheeprl_compare.py --size small --updates 5
-    python benchmarks/sheeprl_compare.py --size small --precision bf16-mixed
-    python benchmarks/sheeprl_compare.py --size dmc --precision bf16-mixed --sheeprl-precision 32-true
-    python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS S --obs proprio vision --updates 5
-    python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size S --obs vision --flops   # and the work per update
-    python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS --compile   # dreamerkit with train.compile=true
-    OMP_NUM_THREADS=1 python benchmarks/sheeprl_compare.py --size tiny --updates 2 --warmup 1   # smoke check
-    OMP_NUM_THREADS=1 python benchmarks/sheeprl_compare.py --algo dreamer_v3 --size XS --updates 2 --warmup 1
+    python verify/sheeprl_compare.py --size dmc --updates 5           # DreamerV2 at the paper's DMC sizes
+    python verify/sheeprl_compare.py --size small --updates 5
+    python verify/sheeprl_compare.py --size small --precision bf16-mixed
+    python verify/sheeprl_compare.py --size dmc --precision bf16-mixed --sheeprl-precision 32-true
+    python verify/sheeprl_compare.py --algo dreamer_v3 --size XS S --obs proprio vision --updates 5
+    python verify/sheeprl_compare.py --algo dreamer_v3 --size S --obs vision --flops   # and the work per update
+    python verify/sheeprl_compare.py --algo dreamer_v3 --size XS --compile   # dreamerkit with train.compile=true
+    OMP_NUM_THREADS=1 python verify/sheeprl_compare.py --size tiny --updates 2 --warmup 1   # smoke check
+    OMP_NUM_THREADS=1 python verify/sheeprl_compare.py --algo dreamer_v3 --size XS --updates 2 --warmup 1
 
 Both sides train on DMC cartpole_balance (action repeat 2, 1000 env steps per episode), on the CPU,
 with ``--threads`` torch threads (default: ``$OMP_NUM_THREADS``, else the usable cores), fp32 or

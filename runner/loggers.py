@@ -25,7 +25,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 
-from recipes.diskspace import NoSpace, no_space, write_atomically, writing
+from components.diskspace import NoSpace, no_space, write_atomically, writing
 
 # The CSV logs of a run directory that grow by appended rows; a resume cuts them back to a checkpoint.
 CSV_LOGS = ("csv/metrics.csv", "eval/learning.csv", "eval/episodes.csv")

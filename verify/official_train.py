@@ -1,6 +1,6 @@
 """Train the official DreamerV2 (PyPI ``dreamerv2==2.2.0``) on this machine's CPU, e.g. DMC from pixels.
 
-    python benchmarks/official_train.py --logdir runs/official/balance -- \\
+    python verify/official_train.py --logdir runs/official/balance -- \\
         --configs dmc_vision --task dmc_cartpole_balance --precision 32 --steps 100000
 
 Everything after ``--`` goes to the official ``train.py`` unchanged (its flags, its

@@ -12,7 +12,7 @@
   interrupts at once. (Lightning's ModelCheckpoint counts optimizer steps and cannot combine a
   step and a time trigger, hence this small callback.) In a data-parallel run rank 0 decides
   when to save, every rank contributes its state, and rank 0 writes the file. Each checkpoint
-  also records how far the run's logs had got (``recipes.loggers.log_marks``), so a resume
+  also records how far the run's logs had got (``runner.loggers.log_marks``), so a resume
   rewinds them to it.
 - ``resume_checkpoint`` picks the checkpoint a resume starts from: ``last.ckpt``, else the
   newest ``step_*.ckpt`` that loads, or the one asked for; stale temp files are removed.
@@ -32,19 +32,16 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from recipes import loggers
-from recipes.diskspace import NoSpace, nbytes, no_space
+from components.diskspace import NoSpace, nbytes, no_space
+from recipes.agent import NonFiniteLoss
 from registry import ConfigError
+from runner import loggers
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file."""
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A loss became NaN or Inf; the message names the term and the update."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

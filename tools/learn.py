@@ -1,18 +1,18 @@
 """Learning benchmark: train a recipe with periodic evaluation, then plot it beside the official curve.
 
-    python benchmarks/learn.py --name balance recipe=dreamerv2_dmc env.task=cartpole_balance size=small \
+    dreamerkit-learn --name balance recipe=dreamerv2_dmc env.task=cartpole_balance size=small \
         train.steps=50000
-    python benchmarks/learn.py --plot runs/learn/balance          # plot an existing (or running) run
-    python benchmarks/learn.py --official v3 --out seeds.png --plot runs/learn/v3_s{0,1,2}   # seeds pooled
-    python benchmarks/learn.py --plot runs/learn/balance_s{0,1,2} --beside runs/official/balance_s{0,1,2}
+    dreamerkit-learn --plot runs/learn/balance          # plot an existing (or running) run
+    dreamerkit-learn --official v3 --out seeds.png --plot runs/learn/v3_s{0,1,2}   # seeds pooled
+    dreamerkit-learn --plot runs/learn/balance_s{0,1,2} --beside runs/official/balance_s{0,1,2}
 
 Writes <run dir>/eval/learning.csv (frames, agent_steps, updates, eval_return,
 train_return, wall_s) and eval/episodes.csv (each evaluation episode's return) during
 training, and <run dir>/learning_curve.png (our eval mean with its episodes' min-max)
 with the official mean and min-max band at equal x: environment frames for Atari, environment
-steps for DMC. ``--official v2`` (default) reads ../shared/reference/dreamerv2_official_curves.csv,
+steps for DMC. ``--official v2`` (default) reads tools/reference/dreamerv2_official_curves.csv,
 ``v3`` (default for recipe=dreamerv3_*) dreamerv3_official_curves.csv, whose DMC rows are split into
-proprio and vision suites. A clone without ../shared plots without the band. Prints the final
+proprio and vision suites (tools/reference/README.md names their sources). Prints the final
 figures with updates/s and env steps/s. Several run directories (seeds of one command) are pooled:
 a table of each evaluation's return per seed with mean and min-max over seeds, and one plot of the
 seed mean with its min-max beside the official band. ``--beside`` adds the official DreamerV2 trained here
@@ -33,8 +33,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = ROOT.parent / "shared" / "reference"
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: run.py and runs/ (an editable install)
+REFERENCE = Path(__file__).resolve().parent / "reference"  # the official curves, shipped with the package
 OFFICIAL = REFERENCE / "dreamerv2_official_curves.csv"
 OFFICIAL_CURVES = {"v2": OFFICIAL, "v3": REFERENCE / "dreamerv3_official_curves.csv"}
 
@@ -284,6 +284,11 @@ def main() -> None:
         return
     run_dir, returncode = (args.plot[0] if args.plot else None), 0
     if run_dir is None:
+        if not (ROOT / "run.py").is_file():
+            parser.error(
+                f"training goes through run.py, which is not beside the package ({ROOT}): install dreamerkit "
+                "from its checkout with pip install -e . (or pass --plot to plot existing runs)"
+            )
         run_dir = ROOT / "runs" / "learn" / args.name
         cmd = [
             sys.executable,
