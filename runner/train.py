@@ -44,6 +44,28 @@ warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
 
+def one_line_each() -> None:
+    """Print each of Lightning's lines once, without its advertising tips.
+
+    The ``lightning`` logger has a console handler of its own and passes its lines on to the root
+    logger too, which under run.py has Hydra's console and run.log handlers: every line came out
+    twice. Where the root logger has handlers, Lightning's own is dropped, so its lines go once to
+    the console and into run.log. Its "Tip: try installing litlogger" line is not about this run.
+    """
+    lightning_log = logging.getLogger("lightning")
+    if logging.getLogger().handlers:
+        for handler in list(lightning_log.handlers):
+            lightning_log.removeHandler(handler)
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoTips) for f in tips.filters):
+        tips.addFilter(_NoTips())
+
+
+class _NoTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
 def precision(run: RunConfig) -> str:
     """``auto``: bf16 mixed precision on a GPU, fp32 on the CPU.
 
@@ -162,6 +184,7 @@ def build(cfg: DictConfig):
     from runner.experience import Experience
 
     run, components = validate(cfg)  # every check, before anything is built or written
+    one_line_each()
     warn_devices(run.train.accelerator, run.train.devices)
     agent = registry.get("agent", run.agent)
     run_dir = Path(run.run_dir)

@@ -98,6 +98,10 @@ def test_run_py_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "TensorBoard logs expected in the run dir"
     assert (tmp_path / ".hydra" / "config.yaml").exists()
+    # a newcomer's first minutes: each Lightning line once, no advert
+    out = proc.stdout + proc.stderr
+    assert out.count("GPU available:") == 1 and "Tip:" not in out, out[-3000:]
+    assert (tmp_path / "run.log").read_text().count("GPU available:") == 1  # Hydra's file keeps Lightning's lines
 
 
 def test_run_py_reports_config_errors_without_traceback(tmp_path):
