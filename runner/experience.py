@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 from torch.profiler import record_function
+from tqdm import tqdm
 
 from runner.config import TrainConfig
 
@@ -56,9 +57,11 @@ class Experience:
         seed: int,
         max_env_restarts: int = 10,
         world_size: int = 1,
+        show_progress: bool = False,
     ):
         self.make_envs, self.info, self.replay, self.cfg, self.seed = make_envs, info, replay, cfg, seed
         self.max_env_restarts, self.world_size = max_env_restarts, world_size
+        self.show_progress = show_progress  # a bar for the random prefill (rank 0 shows it)
         self.steps = math.ceil(cfg.steps / world_size)  # this rank's share of the budgets
         self.prefill = max(math.ceil(cfg.prefill / world_size), cfg.length)
         self.envs = make_envs()
@@ -196,8 +199,7 @@ class Experience:
         ``policy(obs [N], state, "explore") -> (action [N, A], state)`` is the agent's; the
         acting state is kept here between steps (and dropped when the envs restart).
         """
-        while self.agent_steps < self.prefill:
-            self.step(None)
+        self._prefill()
         self._collect_until_drawable(policy if self.sampled else None)  # resumed: a memory replay refills
         self._start_time, self._start_steps = time.time(), self.agent_steps
         self.start_updates = self.sampled
@@ -210,6 +212,34 @@ class Experience:
             else:
                 with record_function("collect"):
                     self.step(policy)
+
+    def _prefill(self) -> None:
+        """Uniform random actions up to ``prefill`` agent steps, behind a bar of its own.
+
+        The prefill runs inside the trainer's first batch fetch, where the training bar still
+        reads 0 updates: without its own bar, minutes of Atari prefill look like a hang.
+        """
+        if self.agent_steps >= self.prefill:
+            return
+        start, began = self.agent_steps, time.time()
+        bar = tqdm(
+            total=self.prefill * self.world_size,
+            initial=self.global_steps,
+            desc="Prefill (random actions)",
+            unit=" agent steps",
+            leave=False,
+            disable=not self.show_progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            while self.agent_steps < self.prefill:
+                self.step(None)
+                bar.update(self.num_envs * self.world_size)
+        log.info(
+            "prefill: %s random agent steps in %.0f s",
+            f"{(self.agent_steps - start) * self.world_size:,}",
+            time.time() - began,
+        )
 
     def _collect_until_drawable(self, policy: Callable | None) -> None:
         """Step until the replay can draw a window; a clear error if episodes keep ending too short."""

@@ -209,7 +209,7 @@ def build(cfg: DictConfig):
         directory=str(run_dir / ("replay" if rank == 0 else f"replay_rank{rank}")),
         seed=seed,
     )
-    experience = Experience(make_envs, info, replay, run.train, seed, world_size=world)
+    experience = Experience(make_envs, info, replay, run.train, seed, world_size=world, show_progress=rank == 0)
     module = agent.target(run, components, info)
     module.experience = experience
     return module, experience, trainer

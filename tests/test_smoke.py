@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,9 +99,10 @@ def test_run_py_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "TensorBoard logs expected in the run dir"
     assert (tmp_path / ".hydra" / "config.yaml").exists()
-    # a newcomer's first minutes: each Lightning line once, no advert
+    # a newcomer's first minutes: each Lightning line once, no advert, the prefill's own bar
     out = proc.stdout + proc.stderr
     assert out.count("GPU available:") == 1 and "Tip:" not in out, out[-3000:]
+    assert "Prefill (random actions)" in proc.stderr and re.search(r"prefill: [\d,]+ random agent steps", out)
     assert (tmp_path / "run.log").read_text().count("GPU available:") == 1  # Hydra's file keeps Lightning's lines
 
 
