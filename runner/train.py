@@ -32,7 +32,7 @@ from runner.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoin
 from runner.config import RunConfig, saved_config, validate
 from runner.periodic_eval import PeriodicEval
 from runner.preflight import warn_devices
-from runner.progress import ProgressBar
+from runner.progress import CostEstimate, ProgressBar
 from runner.videos import VideoPredictions
 
 log = logging.getLogger(__name__)
@@ -139,6 +139,7 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
     t = run.train
     callbacks = [
         ProgressBar(),
+        CostEstimate(),
         Checkpointer(run_dir / "checkpoints", t.checkpoint_every, t.checkpoint_minutes, t.keep_checkpoints),
     ]
     if run.eval.every > 0:

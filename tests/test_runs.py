@@ -387,3 +387,17 @@ def test_periodic_evaluation_acts_by_eval_policy(tmp_path, monkeypatch):
         module.experience.global_steps = 10
         callback.on_train_batch_end(trainer, module, None, None, 0)
     assert modes == ["sample", "sample", "mode", "mode"]
+
+
+def test_cost_estimate_says_what_the_run_costs_on_a_cpu_and_names_the_cpu_presets(caplog):
+    from runner.progress import CostEstimate
+
+    estimate = CostEstimate()
+    with caplog.at_level("INFO", logger="runner.progress"):
+        estimate.report(6.0, 3_000_000, "CPUAccelerator")  # 6 s x 3M updates = 5,000 h = 208 days
+        estimate.report(0.5, 600, "CPUAccelerator")  # 300 s: 5.0 minutes, no advice
+        estimate.report(6.0, 3_000_000, "CUDAAccelerator")  # a GPU run is not told
+    long, short = caplog.records
+    assert long.levelname == "WARNING" and "3,000,000 updates left will take about 208 days" in long.message
+    assert "recipe=dreamerv2_cartpole" in long.message and "debug=smoke" in long.message
+    assert short.levelname == "INFO" and short.message.endswith("600 updates left will take about 5.0 minutes")

@@ -99,10 +99,11 @@ def test_run_py_command_line(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert list((tmp_path / "tb").glob("events.out.tfevents.*")), "TensorBoard logs expected in the run dir"
     assert (tmp_path / ".hydra" / "config.yaml").exists()
-    # a newcomer's first minutes: each Lightning line once, no advert, the prefill's own bar
+    # a newcomer's first minutes: each Lightning line once, no advert, the prefill's own bar, the CPU's cost
     out = proc.stdout + proc.stderr
     assert out.count("GPU available:") == 1 and "Tip:" not in out, out[-3000:]
     assert "Prefill (random actions)" in proc.stderr and re.search(r"prefill: [\d,]+ random agent steps", out)
+    assert re.search(r"on this CPU an update takes [0-9.]+ s \(collection included\): the [\d,]+ updates left", out)
     assert (tmp_path / "run.log").read_text().count("GPU available:") == 1  # Hydra's file keeps Lightning's lines
 
 
