@@ -8,6 +8,7 @@ environments) is imported, so a mistake is reported in seconds.
 """
 
 import dataclasses
+import shutil
 import sys
 from pathlib import Path
 
@@ -90,7 +91,27 @@ def main(cfg: DictConfig) -> None:
         except (CheckpointError, NonFiniteLoss, NoSpace) as err:
             raise SystemExit(f"error: {err}") from None
     except ConfigError as err:  # a config mistake: say what and what is valid, no traceback
+        remove_job_dir()
         raise SystemExit(f"config error: {err}") from None
+
+
+def remove_job_dir() -> None:
+    """Remove the folder Hydra made for this job, when it holds only Hydra's own files.
+
+    Hydra makes the job folder (``.hydra/`` and ``run.log``) before ``main`` runs, so without this
+    every refused config left a folder in runs/. Its parents go too while empty (the day's folder).
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    job = Path(HydraConfig.get().runtime.output_dir).resolve()
+    if not job.is_dir() or any(p.name != ".hydra" and p.suffix != ".log" for p in job.iterdir()):
+        return  # something of ours is in there (a resumed or evaluated run's folder is its parent)
+    shutil.rmtree(job, ignore_errors=True)
+    cwd = Path.cwd().resolve()
+    for parent in job.parents:  # only folders below the working directory (runs/<day>/), never above it
+        if cwd not in parent.parents or any(parent.iterdir()):
+            break
+        parent.rmdir()
 
 
 if __name__ == "__main__":

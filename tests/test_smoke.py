@@ -120,6 +120,21 @@ def test_run_py_reports_config_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("override", ["kl.alpha=1.5", "+kl.alhpa=1"])
+def test_a_refused_config_leaves_no_run_folder(tmp_path, override):
+    """Hydra makes runs/<day>/<time>_<recipe>/ before the config is checked; a refused one removes it."""
+    (tmp_path / "keep").mkdir()  # the working directory's own files stay
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "debug=smoke", override],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "config error: kl.al" in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+
+
 @pytest.mark.parametrize(
     "launcher", ["basic", pytest.param("joblib", marks=pytest.mark.slow)]
 )  # same sweep, another launcher
