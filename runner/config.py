@@ -215,7 +215,11 @@ def saved_config(run_dir: Path, command: str) -> DictConfig:
     saved = run_dir / "config.yaml"
     if not saved.is_file():
         raise ConfigError(f"{command}: {run_dir} is not a run directory (no config.yaml)")
-    return OmegaConf.load(saved)
+    cfg = OmegaConf.load(saved)
+    target = OmegaConf.select(cfg, "logger._target_") or ""
+    if target.startswith("recipes.loggers."):  # runs saved before the run plumbing moved to runner/
+        cfg.logger._target_ = "runner.loggers." + target.removeprefix("recipes.loggers.")
+    return cfg
 
 
 def run_dir(resume: str | None, evaluate: str | None, day: str, time: str, recipe: str) -> str:

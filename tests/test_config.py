@@ -288,3 +288,13 @@ def test_help_lists_the_groups_and_composes_the_overrides(capsys):
     out = capsys.readouterr().out
     assert "  kl: balanced, free_bits, plain" in out and "tuning" not in out
     assert "name: free_bits" in out and "seed: 7" in out
+
+
+def test_a_run_saved_before_the_runner_package_names_its_logger_there(tmp_path):
+    """Runs saved before the run plumbing moved to runner/ name recipes.loggers.*: they still resume."""
+    from runner.config import saved_config
+
+    (tmp_path / "config.yaml").write_text("logger: {_target_: recipes.loggers.TensorBoardLogger, name: tb}\n")
+    assert saved_config(tmp_path, "resume").logger._target_ == "runner.loggers.TensorBoardLogger"
+    (tmp_path / "config.yaml").write_text("logger: null\n")
+    assert saved_config(tmp_path, "resume").logger is None
