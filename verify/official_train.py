@@ -65,15 +65,22 @@ class ProcessDMC:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_dmc_worker, args=(child, self.envs_file, args), daemon=True)
         self._process.start()
-        self.obs_space, self.act_space = self._conn.recv()
+        self.obs_space, self.act_space = self._recv()
+
+    def _recv(self):
+        """The env process's answer; an error, not a hang, if it died (it cannot import this file, say)."""
+        while not self._conn.poll(1.0):
+            if not self._process.is_alive():
+                raise RuntimeError(f"the official env process exited with code {self._process.exitcode}")
+        return self._conn.recv()
 
     def step(self, action):
         self._conn.send(("step", action))
-        return self._conn.recv()
+        return self._recv()
 
     def reset(self):
         self._conn.send(("reset", None))
-        return self._conn.recv()
+        return self._recv()
 
     def close(self) -> None:
         self._conn.send(("close", None))
