@@ -174,6 +174,23 @@ def make_trainer(cfg: DictConfig, run: RunConfig, run_dir: Path, components: dic
     )
 
 
+def replay_folder(rank: int) -> str:
+    """The folder of a rank's replay shard inside the run directory (with ``replay.storage=disk``)."""
+    return "replay" if rank == 0 else f"replay_rank{rank}"
+
+
+def make_replay(run: RunConfig, components: dict, directory: Path, seed: int):
+    """The run's replay (``replay.*``) for ``train.num_envs`` streams of ``train.length`` windows in ``directory``."""
+    return registry.build(
+        "replay",
+        components["replay"],
+        num_envs=run.train.num_envs,
+        length=run.train.length,
+        directory=str(directory),
+        seed=seed,
+    )
+
+
 def build(cfg: DictConfig):
     """Validate ``cfg`` and build (agent, experience, trainer) without training.
 
@@ -202,14 +219,7 @@ def build(cfg: DictConfig):
     envs = make_envs()
     info = env_info(envs)
     envs.close()
-    replay = registry.build(
-        "replay",
-        components["replay"],
-        num_envs=run.train.num_envs,
-        length=run.train.length,
-        directory=str(run_dir / ("replay" if rank == 0 else f"replay_rank{rank}")),
-        seed=seed,
-    )
+    replay = make_replay(run, components, run_dir / replay_folder(rank), seed)
     experience = Experience(make_envs, info, replay, run.train, seed, world_size=world, show_progress=rank == 0)
     module = agent.target(run, components, info)
     module.experience = experience

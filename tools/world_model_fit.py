@@ -29,6 +29,7 @@ from recipes.dreamer import adamw
 from recipes.world_model import WorldModel
 from registry import ConfigError
 from runner.evaluate import load_run
+from runner.train import make_replay, replay_folder
 from tools.reconstructions import errors
 
 
@@ -47,21 +48,14 @@ def main() -> None:
         run, components, checkpoint = load_run(args.run_dir, args.checkpoint, "world_model_fit", args.override)
     except ConfigError as err:
         parser.error(str(err))
-    replay_dir = args.run_dir / "replay"
+    replay_dir = args.run_dir / replay_folder(0)
     if not replay_dir.is_dir():
         parser.error(f"{args.run_dir} has no replay on disk (it ran with replay.storage=memory)")
     torch.manual_seed(args.seed)
     env = registry.build("env", components["env"], path="env", seed=run.seed)
     info = env_info(env)
     env.close()
-    replay = registry.build(
-        "replay",
-        components["replay"],
-        num_envs=run.train.num_envs,
-        length=run.train.length,
-        directory=str(replay_dir),
-        seed=args.seed,
-    )
+    replay = make_replay(run, components, replay_dir, args.seed)
     replay.load_state_dict(rank_states(checkpoint)[0]["experience"]["replay"])
     model = WorldModel(run.model, components, info.obs_space, info.action_dim, run.behavior.discount)
     initialize(model, run.model.init)
