@@ -1,1 +1,1 @@
-"""Assemblies of components into trainable agents, and the experience pipeline that feeds them."""
+"""Agents assembled from components: the world model, the behaviour, the agent modules and their config schemas."""

@@ -1,0 +1,1 @@
+"""User commands that read runs (entry points dreamerkit-learn, -sweep-summary, -reconstructions, ...)."""
