@@ -30,7 +30,8 @@ _MISSING = object()
 
 def load_run(run_dir: Path, checkpoint: str, command: str, overrides: Sequence[str] = ()) -> tuple:
     """(run config, component sections, checkpoint) of a run directory: its saved config, validated,
-    and ``checkpoints/<checkpoint>`` loaded. Every tool that reads a finished run starts here.
+    and ``checkpoints/<checkpoint>`` loaded; ``evaluate=``, :func:`load_agent` and the tools that open
+    a checkpoint start from it.
 
     ``overrides`` (``key=value``) change keys the saved config has: a key it lacks is a
     ``ConfigError`` naming the file. ``command`` names the caller in the error for a directory
