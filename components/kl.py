@@ -70,7 +70,8 @@ class PlainConfig:
     free: float = 0.0
     """Free nats: the KL below this is not penalised."""
     free_avg: bool = True
-    """Clip the batch mean at ``free`` (official) instead of each step's KL."""
+    """Clip the batch mean at ``free`` (DreamerV1's code) instead of each [b, t] value (the official
+    DreamerV2 code's plain KL, its ``balance: 0.5`` branch: the V2 recipes set false)."""
     scale: float = 0.1
     """Weight of the KL term in the world-model loss (beta)."""
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
-from registry import ConfigError
+from registry import ConfigError, build
 from runner.train import validate
 
 RECIPES = ["dreamerv2_atari", "dreamerv2_dmc", "dreamerv1_dmc", "dreamerv2_atari_nokl", "dreamerv2_cartpole"]
@@ -125,13 +126,52 @@ def test_command_line_beats_recipe(make_cfg):
 
 
 def test_a_swapped_option_keeps_its_own_defaults(make_cfg):
-    """The DMC recipe's free nats 1 and scale 1 belong to its balanced KL, not to whatever KL is chosen."""
-    _, c = validate(make_cfg("recipe=dreamerv2_dmc"))
-    assert (c["kl"]["free"], c["kl"]["scale"]) == (1.0, 1.0)
-    _, c = validate(make_cfg("recipe=dreamerv2_dmc", "kl=plain"))
-    assert c["kl"] == {"name": "plain", "free": 0.0, "free_avg": True, "scale": 0.1}  # conf/kl/plain.yaml
+    """An option the recipe has no tuning file for gets its own YAML, not the recipe's other option's."""
     _, c = validate(make_cfg("recipe=dreamerv2_cartpole", "env=atari"))
     assert c["env"]["task"] == "pong"  # not the recipe's CartPole-v1
+    _, c = validate(make_cfg("recipe=dreamerv3_dmc_vision", "kl=plain"))
+    assert c["kl"] == {"name": "plain", "free": 0.0, "free_avg": True, "scale": 0.1}  # conf/kl/plain.yaml
+
+
+# recipe, KL swap -> (free, free_avg, scale): the paper's ablation keeps the recipe's KL settings; the
+# official DreamerV2 plain KL clips per [b, t] value, DreamerV1's the batch mean.
+KL_SWAPS = {
+    ("dreamerv2_dmc", "balanced"): (1.0, True, 1.0),
+    ("dreamerv2_dmc", "plain"): (1.0, False, 1.0),
+    ("dreamerv2_atari", "plain"): (0.0, False, 0.1),
+    ("dreamerv2_atari_nokl", "plain"): (0.0, False, 0.1),
+    ("dreamerv2_atari_nokl", "balanced"): (0.0, True, 0.1),
+    ("dreamerv2_cartpole", "plain"): (0.0, False, 0.1),
+    ("dreamerv1_dmc", "plain"): (3.0, True, 1.0),
+    ("dreamerv1_dmc", "balanced"): (3.0, True, 1.0),
+}
+
+
+@pytest.mark.parametrize(("recipe", "kl"), list(KL_SWAPS))
+def test_a_kl_ablation_swap_keeps_the_recipes_kl_settings(make_cfg, recipe, kl):
+    _, c = validate(make_cfg(f"recipe={recipe}", f"kl={kl}"))
+    assert (c["kl"]["name"], c["kl"]["free"], c["kl"]["free_avg"], c["kl"]["scale"]) == (kl, *KL_SWAPS[recipe, kl])
+
+
+class _SumKL:
+    """A latent whose KL is post + prior, so the KL values are set by hand."""
+
+    @staticmethod
+    def kl(post, prior):
+        return post + prior
+
+
+@pytest.mark.parametrize(("recipe", "expected"), [("dreamerv2_dmc", 1.5), ("dreamerv1_dmc", 3.0)])
+def test_the_dmc_plain_kl_clips_as_each_recipes_official_code(make_cfg, recipe, expected):
+    """KL values 0.5 and 2.0. DreamerV2 (free 1, per value): mean(max(0.5, 1), max(2, 1)) = 1.5, gradient
+    only through the 2.0. DreamerV1 (free 3, batch mean): max(1.25, 3) = 3, no gradient."""
+    _, components = validate(make_cfg(f"recipe={recipe}", "kl=plain"))
+    kl = build("kl", components["kl"])
+    post = torch.tensor([0.3, 1.5], requires_grad=True)
+    loss, metrics = kl(_SumKL, post, torch.tensor([0.2, 0.5]))
+    assert loss.item() == pytest.approx(expected) and metrics["kl"].item() == pytest.approx(1.25)
+    grad = torch.autograd.grad(loss, post)[0].tolist()
+    assert grad == ([0.0, 0.5] if recipe == "dreamerv2_dmc" else [0.0, 0.0])
 
 
 def test_a_misspelt_top_level_key_lists_the_valid_ones():
