@@ -4,6 +4,13 @@ Each stored step holds observation ``t`` with the action that led to it and the
 reward that came with it (both zero at an episode start, where ``is_first`` is
 set), as the RSSM expects.
 
+Agent steps are counted as the official driver counts them: an env at ``is_last``
+is reset by the next vector step (gymnasium's NEXT_STEP autoreset), which takes no
+action and is no agent step, and the policy is not asked for an action then when
+every env is at ``is_last`` (with several envs it acts for the others, and the
+action of the resetting one is ignored). An episode's length counts its steps, not
+its reset observation.
+
 Interleaving: every update replays ``batch * length`` steps; updates are due (``sampled``: batches handed out)
 while ``sampled * batch * length < train_ratio * (agent steps - prefill) + pretrain * batch * length``,
 where ``pretrain`` counts ``train.pretrain + train.world_model_pretrain``.
@@ -64,6 +71,7 @@ class Experience:
         self.show_progress = show_progress  # a bar for the random prefill (rank 0 shows it)
         self.steps = math.ceil(cfg.steps / world_size)  # this rank's share of the budgets
         self.prefill = max(math.ceil(cfg.prefill / world_size), cfg.length)
+        self._drawable_at = 0  # agent steps when the replay could first draw a window (in batches())
         self.envs = make_envs()
         self.num_envs = self.envs.num_envs
         self.rng = np.random.default_rng(seed)
@@ -122,14 +130,17 @@ class Experience:
         record["action"] = torch.where(first[:, None], 0.0, self._action)
         record["reward"] = torch.as_tensor(np.where(first, 0.0, self._reward), dtype=torch.float32)
         self.replay.add(record)
-        self._account(first.numpy(), obs["is_last"].bool().numpy())
-        if policy is None:
+        last = obs["is_last"].bool().numpy()
+        self._account(first.numpy(), last)
+        if last.all():  # every env resets on this step: no action is taken
+            action = torch.zeros(self.num_envs, self.info.action_dim)
+        elif policy is None:
             action = self.random_action()
         else:
             action, self._policy_state = policy(obs, self._policy_state, "explore")
         action = action.float().cpu()
         env_action = action.argmax(-1).numpy() if self.info.discrete else action.numpy()
-        self.agent_steps += self.num_envs
+        self.agent_steps += self.num_envs - int(last.sum())
         try:
             self._obs, reward, _, _, infos = self.envs.step(env_action)
         except Exception as err:  # a crashed env (or worker process) must not end a days-long run
@@ -163,7 +174,7 @@ class Experience:
         self._ep_return[first] = 0.0
         self._ep_length[first] = 0
         self._ep_return += np.where(first, 0.0, self._reward)
-        self._ep_length += 1
+        self._ep_length += ~first  # the reset observation is no step
         for i in np.flatnonzero(last):
             self.episodes += 1
             self.last_return = float(self._ep_return[i])
@@ -179,15 +190,25 @@ class Experience:
         )
 
     @property
+    def budget_end(self) -> int:
+        """Agent steps the train ratio owes updates for: this rank's share of ``train.steps``, or more
+        when the prefill or the wait for a drawable window went past it."""
+        return max(self.steps, self.prefill, self._drawable_at)
+
+    @property
     def total_updates(self) -> int:
         """The number of updates this rank will have made when its share of ``cfg.steps`` is collected."""
         c = self.cfg
-        final_steps = max(math.ceil(max(self.steps, self.prefill) / self.num_envs) * self.num_envs, self.agent_steps)
-        return math.ceil(self._replay_budget(final_steps) / (c.batch * c.length))
+        return math.ceil(self._replay_budget(self.budget_end) / (c.batch * c.length))
 
     def _replay_budget(self, agent_steps: int) -> float:
-        """Replayed steps the train ratio allows at ``agent_steps`` (pretrain updates included)."""
+        """Replayed steps the train ratio allows at ``agent_steps`` (pretrain updates included).
+
+        Steps past ``budget_end`` (those of the last vector step past ``train.steps``) owe no updates,
+        so ranks whose envs reset at other moments still make the same number of updates.
+        """
         c = self.cfg
+        agent_steps = min(agent_steps, self.budget_end)
         return (
             c.train_ratio * max(agent_steps - self.prefill, 0)
             + (c.pretrain + c.world_model_pretrain) * c.batch * c.length
@@ -201,6 +222,7 @@ class Experience:
         """
         self._prefill()
         self._collect_until_drawable(policy if self.sampled else None)  # resumed: a memory replay refills
+        self._drawable_at = self.agent_steps  # the wait for a window owes updates too
         self._start_time, self._start_steps = time.time(), self.agent_steps
         self.start_updates = self.sampled
         while self.agent_steps < self.steps or self.updates_due():

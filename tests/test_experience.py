@@ -25,26 +25,56 @@ def _experience(cfg: TrainConfig, num_envs: int = 2) -> Experience:
 
 def test_stored_steps_hold_the_action_that_led_to_them():
     exp = _experience(TrainConfig(length=8, prefill=8, steps=400, batch=4))
-    taken, states = [], []
+    taken, states, asked = [], [], []
 
     def policy(obs, state, mode):
         assert mode == "explore"  # collecting experience: the agent may add exploration noise
+        assert not obs["is_last"].all()  # the official driver resets such envs before it asks
         states.append(state)
         action = torch.nn.functional.one_hot(torch.randint(2, (obs.batch_size[0],)), 2).float()
         taken.append(action)
         return action, len(taken)
 
     for _ in range(200):
+        calls = len(taken)
         exp.step(policy)
-    assert states == [None, *range(1, 200)]  # the acting state the policy returned comes back to it
+        asked.append(len(taken) > calls)
+    assert states == [None, *range(1, len(taken))]  # the acting state the policy returned comes back to it
     data = exp.replay.buffer._storage.get(torch.arange(200))  # [time, env], in write order
-    first = data["is_first"]
+    first, last = data["is_first"], data["is_last"]
     assert first[0].all() and first.sum() > 2  # several episodes ended and restarted
+    assert asked == (~last.all(-1)).tolist()
     assert torch.all(data["action"][first] == 0) and torch.all(data["reward"][first] == 0)
-    stored = data["action"][1:]
-    expected = torch.stack(taken[:-1])
-    assert torch.equal(stored[~first[1:]], expected[~first[1:]])
+    stored = data["action"][1:][torch.tensor(asked[:-1])]  # the steps after one the policy acted in
+    expected = torch.stack(taken[: len(stored)])
+    acted = ~first[1:][torch.tensor(asked[:-1])]
+    assert torch.equal(stored[acted], expected[acted])
     assert torch.all(data["reward"][~first] == 1.0)  # CartPole pays 1 per step
+    # agent steps as the official driver counts them: a reset observation's vector step takes no action
+    # for its env; an episode's length counts its steps, not the reset observation
+    assert exp.agent_steps == 2 * 200 - int(last.sum())
+    lengths = [length for _, _, length, _ in exp.finished]
+    episodes = [
+        int((~first[:, e]).long().cumsum(0)[t]) - int((~first[:, e]).long().cumsum(0)[s])
+        for e in range(2)
+        for s, t in zip(first[:, e].nonzero().flatten().tolist(), last[:, e].nonzero().flatten().tolist())
+    ]
+    assert sorted(lengths) == sorted(episodes) and min(lengths) >= 8  # CartPole falls after 8 steps at the soonest
+
+
+def test_one_env_is_not_asked_for_an_action_at_the_end_of_an_episode():
+    """One env: the vector step after ``is_last`` only resets it, as the official driver's reset. It is no
+    agent step and no policy call, and the episode's length is its number of actions."""
+    exp = _experience(TrainConfig(length=8, prefill=8, steps=400, batch=4), num_envs=1)
+    calls = []
+    for _ in range(100):
+        exp.step(lambda obs, state, mode: (calls.append(obs["is_last"][0].item()) or exp.random_action(), None))
+    data = exp.replay.buffer._storage.get(torch.arange(100))[:, 0]
+    ends = int(data["is_last"].sum())
+    assert ends >= 2 and calls == [False] * (100 - ends) and exp.agent_steps == 100 - ends
+    assert [length for _, _, length, _ in exp.finished] == [
+        int(t - s) for s, t in zip(data["is_first"].nonzero().flatten(), data["is_last"].nonzero().flatten())
+    ]
 
 
 def test_train_ratio_sets_replayed_steps_per_agent_step():
