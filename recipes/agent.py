@@ -5,7 +5,8 @@ An agent is a ``LightningModule`` registered as ``@register("agent", name)`` and
 Subclassing :class:`AgentModule` gives the rest of the contract: the ``updates`` counter, the
 ``experience`` (attached by ``runner.train``) and its state in every checkpoint, the end of
 the fit, and the progress bar and logger rows. A subclass writes ``policy``,
-``training_step`` (calling :meth:`count_update` first and :meth:`log_update` at the end) and
+``training_step`` (calling :meth:`count_update` first, :meth:`skip_update` when it abandons the
+update, and :meth:`log_update` at the end) and
 ``configure_optimizers``; ``video`` is optional.
 """
 
@@ -44,6 +45,12 @@ class AgentModule(L.LightningModule):
         self.updates += 1
         return self.updates
 
+    def skip_update(self) -> None:
+        """Take back the count of an update abandoned on a non-finite loss: the schedules that read
+        ``updates`` (slow critic, pretrain, logging) go on as if its batch had never come."""
+        self.updates -= 1
+        self.skipped_updates += 1
+
     def video(self, batch):
         """Frames uint8 ``[T, H, W, C]`` to show for a replayed ``[B, T]`` batch, or None (the default)."""
         return None
@@ -55,10 +62,10 @@ class AgentModule(L.LightningModule):
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
-        # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the updates
-        # made, so a resume schedules that update again instead of skipping it.
+        # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the batches
+        # trained on (or skipped), so a resume schedules that update again instead of skipping it.
         state = {
-            "experience": {**self.experience.state_dict(), "updates": self.updates},
+            "experience": {**self.experience.state_dict(), "updates": self.updates + self.skipped_updates},
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
             "torch_rng": torch.get_rng_state(),

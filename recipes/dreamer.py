@@ -155,6 +155,6 @@ class Dreamer(AgentModule):
         where = f"non-finite {bad} at update {self.updates} (agent step {self.experience.global_steps})"
         if self.nonfinite == "stop":
             raise NonFiniteLoss(f"{where}; training stopped, the last good checkpoint is kept")
-        self.skipped_updates += 1
+        self.skip_update()
         log.warning("%s; update skipped (%d skipped so far)", where, self.skipped_updates)
         return False

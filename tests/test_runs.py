@@ -24,6 +24,7 @@ import registry
 from components.diskspace import NoSpace
 from components.envs.base import Flags
 from recipes.agent import NonFiniteLoss
+from recipes.behavior import Behavior
 from recipes.world_model import WorldModel
 from runner import checkpoint as ckpt_module
 from runner.checkpoint import CheckpointError, load_checkpoint
@@ -176,10 +177,17 @@ def test_nan_loss_stops_naming_the_term_and_keeps_the_checkpoint(make_cfg, monke
 
 
 def test_nan_loss_can_skip_updates_instead(make_cfg, monkeypatch):
-    cfg = make_cfg(*SMOKE, "train.steps=150", "train.nonfinite=skip")
+    """A skipped update is no update: the counter and the slow critic's schedule stop at the 40 made."""
+    cfg = make_cfg(*SMOKE, "train.steps=150", "train.nonfinite=skip", "behavior.slow_critic_every=3")
     _nan_after(monkeypatch, 40)
+    refreshes = []
+    original = Behavior.update_slow_critic
+    monkeypatch.setattr(Behavior, "update_slow_critic", lambda self, n: refreshes.append(n) or original(self, n))
     summary = train(cfg)
-    assert summary["skipped_updates"] == summary["updates"] - 40 > 0
+    assert summary["updates"] == 40 and summary["skipped_updates"] > 0
+    assert refreshes == list(range(1, 41))  # the world model's NaN skips the whole update
+    state = load_checkpoint(Path(cfg.run_dir) / "checkpoints" / "last.ckpt")["agent"]["ranks"][0]
+    assert state["updates"] == 40 and state["experience"]["updates"] == 40 + summary["skipped_updates"]
 
 
 @dataclass
