@@ -61,7 +61,8 @@ class AgentModule(L.LightningModule):
 
     # -- checkpoints ------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # Every rank's counters, sampler and RNG state, so a data-parallel run resumes each shard.
+        # Every rank's counters, sampler and RNG states (CPU, and the GPU's when it runs on one), so a
+        # data-parallel run resumes each shard and a resumed GPU run draws what it would have drawn.
         # The batch Lightning has fetched ahead is not trained yet: the checkpoint counts only the batches
         # trained on (or skipped), so a resume schedules that update again instead of skipping it.
         state = {
@@ -69,6 +70,7 @@ class AgentModule(L.LightningModule):
             "updates": self.updates,
             "skipped_updates": self.skipped_updates,
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
         }
         ranks = [state]
         if self.trainer.world_size > 1:
@@ -88,6 +90,10 @@ class AgentModule(L.LightningModule):
         self.updates = state["updates"]
         self.skipped_updates = state["skipped_updates"]
         torch.set_rng_state(state["torch_rng"])
+        # Restored before the module moves to its device: the trainer's device is the one it will run on.
+        device = self.trainer.strategy.root_device
+        if state.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
 
     # -- logging ----------------------------------------------------------------------------------
     def log_update(self, metrics: dict) -> None:

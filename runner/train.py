@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 import yaml
 from hydra.utils import instantiate
@@ -210,7 +211,7 @@ def build(cfg: DictConfig):
     rank, world = trainer.global_rank, trainer.world_size
     if rank == 0:
         save_run_info(cfg, run_dir)
-    L.seed_everything(run.seed, workers=True, verbose=False)  # same initial weights on every rank
+    L.seed_everything(run.seed, workers=True, verbose=False)  # same initial weights on every rank (see below)
     seed = run.seed + rank * run.train.num_envs  # distinct environments and replay sampling per rank
 
     def make_envs():
@@ -223,7 +224,15 @@ def build(cfg: DictConfig):
     experience = Experience(make_envs, info, replay, run.train, seed, world_size=world, show_progress=rank == 0)
     module = agent.target(run, components, info)
     module.experience = experience
+    # The weights came from one stream on every rank; what a rank draws from here on (latent samples,
+    # actions, imagination) comes from its own, or every rank would repeat rank 0's noise.
+    torch.manual_seed(rank_seed(run.seed, rank))
     return module, experience, trainer
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s torch random stream once the initial weights are made."""
+    return int(np.random.SeedSequence((seed, rank)).generate_state(1)[0])
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:

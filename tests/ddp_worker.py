@@ -27,6 +27,11 @@ def main(run_dir: str, *overrides: str) -> None:
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=[f"run_dir={run_dir}", *overrides])
     module, experience, trainer = build(cfg)
+    # What a rank draws: the same weights fed the same observation sample their latents and action
+    # from the rank's own random stream.
+    obs = experience.observation()[:1].zero_()
+    obs["is_first"] = torch.ones(1, dtype=torch.bool)
+    probe_action, (probe_latent, _) = module.policy(obs, None, "sample")
     try:
         trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
     finally:
@@ -39,6 +44,7 @@ def main(run_dir: str, *overrides: str) -> None:
             "global_steps": experience.global_steps,
             "updates": experience.sampled,
             "actions": stored[: len(stored)]["action"].clone(),
+            "probe": {"action": probe_action, "latent": probe_latent},
         },
         Path(run_dir) / f"rank{trainer.global_rank}.pt",
     )

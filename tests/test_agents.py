@@ -4,6 +4,7 @@ config errors stop a run before anything is built or written."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -96,3 +97,24 @@ def test_a_bad_value_leaves_nothing_behind(make_cfg, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"^agent: unknown agent 'nope'; valid: dreamer"):
         runner.train.build(make_cfg("recipe=dreamerv2_cartpole", "debug=smoke", "agent=nope"))
     assert not made and not run_dir.exists()
+
+
+def test_a_checkpoint_keeps_the_gpu_random_stream_and_a_resume_restores_it(monkeypatch):
+    """On a GPU the CUDA generator's state is saved beside the CPU one and set again on resume (the
+    CUDA calls are stood in for: no GPU here). On the CPU none is saved."""
+    saved, restored = torch.tensor([7, 8, 9], dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: saved)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.append((state, device)))
+    cuda = torch.device("cuda", 0)
+    module = AgentModule()
+    module.experience = SimpleNamespace(state_dict=dict, load_state_dict=lambda state: None)
+    module._trainer = SimpleNamespace(world_size=1, global_rank=0, strategy=SimpleNamespace(root_device=cuda))
+    module._device = cuda
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["agent"]["ranks"][0]["cuda_rng"] is saved
+    module.on_load_checkpoint(checkpoint)
+    assert restored == [(saved, cuda)]
+    module._device = torch.device("cpu")
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint["agent"]["ranks"][0]["cuda_rng"] is None
