@@ -99,7 +99,8 @@ def remove_job_dir() -> None:
     """Remove the folder Hydra made for this job, when it holds only Hydra's own files.
 
     Hydra makes the job folder (``.hydra/`` and ``run.log``) before ``main`` runs, so without this
-    every refused config left a folder in runs/. Its parents go too while empty (the day's folder).
+    every refused config left a folder in runs/. Its parents go too while empty (the day's folder, a
+    run's ``resumed/`` or ``eval/``), so a refused command changes no file of a run.
     """
     from hydra.core.hydra_config import HydraConfig
 
@@ -108,8 +109,9 @@ def remove_job_dir() -> None:
         return  # something of ours is in there (a resumed or evaluated run's folder is its parent)
     shutil.rmtree(job, ignore_errors=True)
     cwd = Path.cwd().resolve()
-    for parent in job.parents:  # only folders below the working directory (runs/<day>/), never above it
-        if cwd not in parent.parents or any(parent.iterdir()):
+    for parent in job.parents:  # empty folders below the working directory (runs/<day>/) or of the run
+        ours = parent.name in ("resumed", "eval") and (parent.parent / "config.yaml").is_file()
+        if any(parent.iterdir()) or not (ours or cwd in parent.parents):
             break
         parent.rmdir()
 

@@ -118,8 +118,34 @@ def make_logger(cfg: DictConfig, run_dir: Path):
     return instantiate(logger_cfg, save_dir=str(run_dir))
 
 
+# train.* keys a resume may change: how long, how often to log and save, how to run; eval.* may all.
+RESUMABLE = (
+    "steps",
+    "log_every",
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "keep_checkpoints",
+    "nonfinite",
+    "precision",
+    "compile",
+    "accelerator",
+    "async_envs",
+)
+# The others fix what the run already did: why each cannot change.
+FIXED = {
+    "num_envs": "the replay stores one column per env",
+    "devices": "each rank keeps its own replay shard and random streams",
+    "num_nodes": "each rank keeps its own replay shard and random streams",
+}
+SCHEDULE = "the train ratio's schedule counts the updates made so far with it"
+
+
 def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
-    """The saved config of ``run_dir`` with ``train.*`` overrides (e.g. a larger ``train.steps``)."""
+    """The saved config of ``run_dir`` with ``train.*`` and ``eval.*`` overrides (e.g. a larger ``train.steps``).
+
+    Only the ``RESUMABLE`` train keys may change; another one set to a new value is a ConfigError
+    that names it, says why and lists those that can.
+    """
     run_dir = Path(run_dir)
     cfg = saved_config(run_dir, "resume")
     for override in overrides:
@@ -129,7 +155,15 @@ def resume_config(run_dir: str | Path, overrides: list[str]) -> DictConfig:
             continue
         if not key.startswith(("train.", "eval.")):
             raise ConfigError(f"resume: only train.* and eval.* can change when resuming, not {key!r}")
-        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+        value = yaml.safe_load(value)
+        name = key.removeprefix("train.")
+        saved = OmegaConf.select(cfg, key, default=None)
+        if key.startswith("train.") and name not in RESUMABLE and value != saved:
+            raise ConfigError(
+                f"resume: {key} cannot change when resuming (saved {saved!r}, asked {value!r}): "
+                f"{FIXED.get(name, SCHEDULE)}; train.* keys that can: {', '.join(RESUMABLE)}"
+            )
+        OmegaConf.update(cfg, key, value, merge=False)
     cfg.run_dir = str(run_dir)
     cfg.resume = str(run_dir)
     return cfg
@@ -236,11 +270,15 @@ def rank_seed(seed: int, rank: int) -> int:
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
-    """Train the configured recipe (or resume ``cfg.resume``); returns a summary of the run."""
-    ckpt = None
+    """Train the configured recipe (or resume ``cfg.resume``); returns a summary of the run.
+
+    Nothing of the run changes before the config is valid: a refused command leaves the run as it was.
+    """
+    ckpt, resume_from = None, cfg.get("resume_from")
     if cfg.get("resume"):
-        resume_from = cfg.get("resume_from")
         cfg = resume_config(cfg.resume, overrides or [])
+    run, _ = validate(cfg)
+    if cfg.get("resume"):
         found = resume_checkpoint(cfg.run_dir, resume_from)  # the newest that loads (a corrupt one is named)
         ckpt = found[0] if found else None
         loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint

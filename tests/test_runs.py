@@ -409,3 +409,49 @@ def test_cost_estimate_says_what_the_run_costs_on_a_cpu_and_names_the_cpu_preset
     assert long.levelname == "WARNING" and "3,000,000 updates left will take about 208 days" in long.message
     assert "recipe=dreamerv2_cartpole" in long.message and "debug=smoke" in long.message
     assert short.levelname == "INFO" and short.message.endswith("600 updates left will take about 5.0 minutes")
+
+
+# -- a refused command leaves the run as it was ------------------------------------------------------
+def snapshot(run_dir: Path) -> dict[str, str]:
+    """Every file (content hash) and folder of a run."""
+    return {str(p.relative_to(run_dir)): digest(p) if p.is_file() else "dir" for p in sorted(run_dir.rglob("*"))}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A smoke run with three step checkpoints, metrics and evaluation rows."""
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    done = run_py(*SMOKE, "train.steps=90", "train.checkpoint_every=30", "eval.every=40", f"hydra.run.dir={run_dir}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
+REFUSED = {
+    # as in issue 33 (there train.batch=-1): it cut csv/metrics.csv back to the older checkpoint, then refused
+    "an older checkpoint and a bad value": (
+        ["resume_from=step_000000000030.ckpt", "train.checkpoint_every=0"],
+        "config error: train.checkpoint_every: must be >= 1, got 0",
+    ),
+    "a key that fixes the replay": (
+        ["train.num_envs=2"],
+        "config error: resume: train.num_envs cannot change when resuming (saved 1, asked 2): the replay stores",
+    ),
+    "a key that fixes the schedule": (["train.train_ratio=32"], "train.train_ratio cannot change when resuming"),
+    "a key outside train and eval": (["model.opt.lr=1"], "only train.* and eval.* can change when resuming"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_refused_resume_changes_no_file_of_the_run(finished_run, case):
+    before = snapshot(finished_run)
+    args, message = REFUSED[case]
+    proc = run_py(f"resume={finished_run}", *args)
+    assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and snapshot(finished_run) == before
+
+
+def test_a_refused_evaluation_changes_no_file_of_the_run(finished_run):
+    before = snapshot(finished_run)
+    proc = run_py(f"evaluate={finished_run}", "eval.episodes=0")
+    assert proc.returncode == 1 and "config error: eval.episodes" in proc.stderr, proc.stderr[-2000:]
+    assert snapshot(finished_run) == before
