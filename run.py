@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from registry import ConfigError
 from runner.config import RunConfig, register_schema
+from runner.lock import RunInUse
 from runner.preflight import check_run_dir_args
 
 register_schema()
@@ -90,9 +91,9 @@ def main(cfg: DictConfig) -> None:
                 train(cfg, overrides=list(HydraConfig.get().overrides.task))
         except (CheckpointError, NonFiniteLoss, NoSpace) as err:
             raise SystemExit(f"error: {err}") from None
-    except ConfigError as err:  # a config mistake: say what and what is valid, no traceback
+    except ConfigError as err:  # a config mistake or a run in use: say what and what is valid, no traceback
         remove_job_dir()
-        raise SystemExit(f"config error: {err}") from None
+        raise SystemExit(f"{'error' if isinstance(err, RunInUse) else 'config error'}: {err}") from None
 
 
 def remove_job_dir() -> None:

@@ -20,6 +20,7 @@ import recipes.dreamer  # noqa: F401  (registers the built-in agent, which load_
 import registry
 from components.diskspace import write_atomically
 from registry import ConfigError
+from runner import lock
 from runner.checkpoint import load_checkpoint
 from runner.config import saved_config, validate
 from runner.episodes import run_episode, write_gif
@@ -66,7 +67,13 @@ def evaluate(cfg: DictConfig) -> dict:
     eval_cfg = cfg.eval
     run, env, module = load_agent(run_dir, eval_cfg.checkpoint, 10_000, "evaluate")
     out = Path(cfg.run_dir)  # this evaluation's own folder: a later one writes beside it, not over it
-    out.mkdir(parents=True, exist_ok=True)
+    # It reads a checkpoint (written atomically) and writes only here, so it may run beside the training;
+    # the lock refuses a second evaluation sent to the same folder.
+    with lock.hold(out, "evaluate"):
+        return _evaluate(run, env, module, out, eval_cfg)
+
+
+def _evaluate(run, env, module, out: Path, eval_cfg) -> dict:
     returns = []
     for i in range(eval_cfg.episodes):
         ret, length, frames = run_episode(module, env, run.seed + 10_000 + i, eval_cfg.policy, i < eval_cfg.videos)

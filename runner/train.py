@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -28,7 +29,7 @@ import recipes.dreamer  # noqa: F401  (registers the built-in agent)
 import registry
 from components.diskspace import write_atomically
 from registry import ConfigError
-from runner import loggers
+from runner import lock, loggers
 from runner.checkpoint import AtomicCheckpointIO, Checkpointer, resume_checkpoint
 from runner.config import RunConfig, saved_config, validate
 from runner.periodic_eval import PeriodicEval
@@ -272,21 +273,24 @@ def rank_seed(seed: int, rank: int) -> int:
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     """Train the configured recipe (or resume ``cfg.resume``); returns a summary of the run.
 
-    Nothing of the run changes before the config is valid: a refused command leaves the run as it was.
+    Nothing of the run changes before the config is valid and this process holds the run
+    directory (``runner.lock``): a refused command leaves the run as it was.
     """
     ckpt, resume_from = None, cfg.get("resume_from")
     if cfg.get("resume"):
         cfg = resume_config(cfg.resume, overrides or [])
     run, _ = validate(cfg)
-    if cfg.get("resume"):
-        found = resume_checkpoint(cfg.run_dir, resume_from)  # the newest that loads (a corrupt one is named)
-        ckpt = found[0] if found else None
-        loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint
-    module, experience, trainer = build(cfg)
-    try:
-        trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
-    finally:
-        experience.close()
+    command = "resume" if cfg.get("resume") else "train"
+    with lock.hold(run.run_dir, command) if lock.launching_process() else nullcontext():
+        if cfg.get("resume"):
+            found = resume_checkpoint(cfg.run_dir, resume_from)  # the newest that loads (a corrupt one is named)
+            ckpt = found[0] if found else None
+            loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint
+        module, experience, trainer = build(cfg)
+        try:
+            trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
+        finally:
+            experience.close()
     summary = {
         "agent_steps": experience.global_steps,
         "frames": experience.frames,

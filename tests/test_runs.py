@@ -455,3 +455,45 @@ def test_a_refused_evaluation_changes_no_file_of_the_run(finished_run):
     proc = run_py(f"evaluate={finished_run}", "eval.episodes=0")
     assert proc.returncode == 1 and "config error: eval.episodes" in proc.stderr, proc.stderr[-2000:]
     assert snapshot(finished_run) == before
+
+
+HOLD = """import sys, time
+from runner.lock import hold
+with hold(sys.argv[1], "train"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_run_in_use_is_refused_naming_its_process_and_a_killed_holder_leaves_no_lock(finished_run):
+    """A second writer (a requeued job while the first still runs) is refused before it touches a file; a
+    SIGKILLed holder's lock goes with its process."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(finished_run)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = snapshot(finished_run)
+        proc = run_py(f"resume={finished_run}", "train.steps=200")
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert f"error: resume: {finished_run} is in use by process {holder.pid} (" in proc.stderr
+        assert snapshot(finished_run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    from runner.lock import hold
+
+    with hold(finished_run, "train") as path:  # not stuck: the kernel dropped the killed holder's lock
+        assert path.read_text().startswith(f"{os.getpid()} (")
+
+
+def test_a_second_evaluation_into_the_same_folder_is_refused(finished_run, tmp_path):
+    out = tmp_path / "evaluation"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_py(f"evaluate={finished_run}", "eval.episodes=1", f"hydra.run.dir={out}")
+        assert proc.returncode == 1 and f"error: evaluate: {out} is in use by process {holder.pid}" in proc.stderr
+    finally:
+        holder.kill()
+        holder.wait()
