@@ -33,3 +33,11 @@ def test_an_upward_import_and_a_cycle_break_the_contracts(tmp_path):
     assert out.returncode != 0 and "0 kept, 2 broken" in out.stdout, out.stdout[-3000:]
     assert "components.kl -> runner.config" in out.stdout
     assert "No cycles are allowed in recipes" in out.stdout
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    """.ci/run's last line is the command the README gives a newcomer for the tests, slow lane included."""
+    readme = (ROOT / "README.md").read_text()
+    command = readme.split("**Set up and run the tests")[1].split("```bash\n")[1].split("\n")[0]
+    assert command.endswith("python -m pytest && python -m pytest -m slow")
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == command
