@@ -44,6 +44,10 @@ class OptimConfig:
     wd: float = 1e-6
     """Weight decay as in the official code: every parameter is multiplied by (1 - wd) before each
     Adam step, not scaled by the learning rate (AdamW's decay of earlier versions = wd * lr here)."""
+    keras_eps: bool = True
+    """Add ``eps`` where Keras' Adam does (DreamerV1/V2's TensorFlow): to sqrt(v) before the bias
+    correction, an effective eps / sqrt(1 - 0.999^t) in torch's formula (32x eps at step 1). False:
+    torch's and optax's place, after the correction (DreamerV3)."""
 
     def check(self) -> None:
         for name in ("lr", "eps", "clip"):

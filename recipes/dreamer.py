@@ -18,6 +18,7 @@ the loop, precision, devices, checkpoints and loggers; optimization is manual.
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,14 +35,36 @@ from registry import register
 log = logging.getLogger(__name__)
 
 
-def adamw(params, c: OptimConfig) -> torch.optim.AdamW:
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW, with ``keras_eps`` its epsilon where Keras' Adam adds it.
+
+    Keras steps ``lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``, torch
+    ``lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``: the same step once torch's
+    epsilon is ``eps / sqrt(1 - b2^t)``, which :meth:`step` sets before each step. ``t`` is the
+    step count of a group's first parameter (every parameter gets a gradient in every update).
+    """
+
+    def __init__(self, params, lr: float, eps: float, weight_decay: float, keras_eps: bool):
+        super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay)
+        self.keras_eps = eps if keras_eps else None
+
+    def step(self, closure=None):
+        if self.keras_eps is not None:
+            for group in self.param_groups:
+                state = self.state.get(group["params"][0], {})
+                t = int(state.get("step", 0)) + 1
+                group["eps"] = self.keras_eps / math.sqrt(1 - group["betas"][1] ** t)
+        return super().step(closure)
+
+
+def adamw(params, c: OptimConfig) -> AdamW:
     """The optimizer of one part (world model, actor or critic); its gradient clip is applied in the update.
 
     The official decay multiplies every variable by ``1 - wd`` before the Adam step. AdamW does
     ``p *= 1 - lr * weight_decay`` before its Adam step, so ``weight_decay = wd / lr`` is exactly that
     (the learning rate is constant here).
     """
-    return torch.optim.AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd / c.lr)
+    return AdamW(params, lr=c.lr, eps=c.eps, weight_decay=c.wd / c.lr, keras_eps=c.keras_eps)
 
 
 def action_noise(action: torch.Tensor, amount: float, discrete: bool) -> torch.Tensor:

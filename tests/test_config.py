@@ -45,6 +45,7 @@ def test_atari_recipe_has_the_paper_hyperparameters(make_cfg):
     assert run.model.loss_scales == {"decoder": 1.0, "reward": 1.0, "discount": 5.0}
     assert (run.model.opt.lr, run.behavior.actor_opt.lr, run.behavior.critic_opt.lr) == (2e-4, 4e-5, 1e-4)
     assert (run.model.opt.eps, run.model.opt.clip, run.model.opt.wd) == (1e-5, 100.0, 1e-6)
+    assert run.model.opt.keras_eps and run.behavior.actor_opt.keras_eps and run.behavior.critic_opt.keras_eps
     b = run.behavior
     assert (b.discount, b.lambda_, b.horizon, b.ent_scale, b.slow_critic_every) == (0.999, 0.95, 15, 1e-3, 100)
     assert (run.train.batch, run.train.length, run.train.prefill) == (50, 50, 50_000)
@@ -287,6 +288,7 @@ def test_dreamerv3_recipes_have_the_v1_hyperparameters(make_cfg, recipe):
     assert (m.opt.lr, m.opt.eps, m.opt.clip, m.opt.wd) == (1e-4, 1e-8, 1000.0, 0.0)
     for opt in (b.actor_opt, b.critic_opt):
         assert (opt.lr, opt.eps, opt.clip, opt.wd) == (3e-5, 1e-5, 100.0, 0.0)
+    assert not any(opt.keras_eps for opt in (m.opt, b.actor_opt, b.critic_opt))  # optax's eps placement
     assert (b.horizon, b.lambda_, b.ent_scale) == (15, 0.95, 3e-4) and b.discount == pytest.approx(1 - 1 / 333)
     assert (b.slow_critic_every, b.slow_critic_fraction, b.slow_target, b.slow_reg) == (1, 0.02, False, 1.0)
     assert b.return_norm == {"name": "percentile"}

@@ -1,5 +1,5 @@
 """The paper recipes' networks and updates against the official DreamerV2 code (danijar/dreamerv2):
-where the layer norms are, biases, Keras initialisation, the GRU, weight decay, the slow-critic
+where the layer norms are, biases, Keras initialisation, the GRU, Adam and weight decay, the slow-critic
 schedule, the truncated-normal clip, exploration noise and the behaviour step counter."""
 
 from __future__ import annotations
@@ -144,25 +144,35 @@ def test_unknown_init_is_refused(make_cfg):
         _dreamer(make_cfg, "dreamerv2_atari", "model.init=xavier")
 
 
-# ---------------------------------------------------------------------------------------------- weight decay
+# ---------------------------------------------------------------------------------------------- Adam, weight decay
 
 
-def test_weight_decay_multiplies_by_one_minus_wd_before_the_adam_step():
-    """Official: var *= 1 - wd, then Adam. By hand for p = (1, -2), g = (0.5, -0.25), wd 0.1, lr 0.01:
-    Adam's first step is lr * g / (|g| + eps), so p' = 0.9 * p - 0.01 * g / (|g| + 1e-5)."""
+def test_adam_steps_as_keras_with_weight_decay_before_the_step():
+    """Official (Keras Adam): var *= 1 - wd, then var -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
+    By hand for p = (1, -2), g = (0.5, -0.25) then 0 (the momentum alone), wd 0.1, lr 0.01."""
     p = nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
     opt = adamw([p], OptimConfig(lr=0.01, eps=1e-5, wd=0.1))
-    p.grad = torch.tensor([0.5, -0.25], dtype=torch.float64)
-    opt.step()
-    expected = [0.9 - 0.01 * 0.5 / (0.5 + 1e-5), -1.8 + 0.01 * 0.25 / (0.25 + 1e-5)]
-    torch.testing.assert_close(p.detach(), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=1e-12)
-    # a zero gradient afterwards: Adam's step is its momentum alone, the decay is again exactly (1 - wd)
-    before = p.detach().clone()
-    p.grad = torch.zeros(2, dtype=torch.float64)
-    opt.step()
-    m_hat = 0.9 * torch.tensor([0.5, -0.25], dtype=torch.float64) * 0.1 / (1 - 0.9**2)
-    v_hat = 0.999 * torch.tensor([0.25, 0.0625], dtype=torch.float64) * 0.001 / (1 - 0.999**2)
-    torch.testing.assert_close(p.detach(), 0.9 * before - 0.01 * m_hat / (v_hat.sqrt() + 1e-5), rtol=1e-12, atol=1e-12)
+    g = torch.tensor([0.5, -0.25], dtype=torch.float64)
+    m, v, expected = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), p.detach().clone()
+    for t, grad in enumerate([g, torch.zeros(2, dtype=torch.float64)], 1):
+        m, v = 0.9 * m + 0.1 * grad, 0.999 * v + 0.001 * grad**2
+        alpha = 0.01 * math.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        expected = 0.9 * expected - alpha * m / (v.sqrt() + 1e-5)
+        p.grad = grad
+        opt.step()
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_adam_without_keras_eps_is_torchs():
+    """keras_eps=false (DreamerV3, optax's place): eps after the bias correction, as torch's AdamW."""
+    p, q = (nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64)) for _ in range(2))
+    ours = adamw([p], OptimConfig(lr=0.01, eps=1e-3, wd=0.0, keras_eps=False))
+    torchs = torch.optim.AdamW([q], lr=0.01, eps=1e-3, weight_decay=0.0)
+    for grad in ([0.5, -0.25], [0.1, 0.3]):
+        p.grad = q.grad = torch.tensor(grad, dtype=torch.float64)
+        ours.step()
+        torchs.step()
+    torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=0)
 
 
 def test_every_trained_parameter_is_decayed_and_the_slow_critic_is_not(make_cfg):
