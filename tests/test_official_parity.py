@@ -29,36 +29,70 @@ def test_feature_and_embedding_permutations_read_the_official_layout():
     assert official_flat[embed].tolist() == list(range(12))
 
 
-def test_dense_kernel_maps_onto_a_linear_with_permuted_inputs_and_a_second_dense_appended():
+def test_dense_kernels_map_onto_one_linear_with_permuted_inputs_and_so_do_their_gradients():
     rng = np.random.default_rng(0)
     kernel, bias = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
     std_kernel, std_bias = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
     official = {"a/out/kernel": kernel, "a/out/bias": bias, "a/std/kernel": std_kernel, "a/std/bias": std_bias}
     perm = np.array([3, 4, 0, 1, 2])
     linear = nn.Linear(5, 4)
-    weights = official_parity.WeightMap(official)
-    weights.linear("a/out", linear, perm, extra="a/std")
+    weights = official_parity.WeightMap(official, {"m": nn.Sequential(linear)})
+    weights.linear(["a/out", "a/std"], linear, perm)
+    weights.load()
     x = rng.normal(size=(7, 5)).astype(np.float32)  # official inputs
     expected = np.concatenate([x @ kernel + bias, x @ std_kernel + std_bias], -1)
     got = linear(torch.as_tensor(x[:, perm])).detach().numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-    assert weights.report({"m": nn.Sequential(linear)}) == []
+    assert weights.report() == []
+    # the gradient of the official loss sum(x @ kernel + bias) moves into our layout as the weights do
+    official_grads = {"a/out/kernel": np.tile(x.sum(0)[:, None], (1, 2)), "a/out/bias": np.full(2, 7.0)}
+    official_grads.update({"a/std/kernel": 0 * std_kernel, "a/std/bias": np.zeros(2)})
+    linear(torch.as_tensor(x[:, perm]))[:, :2].sum().backward()
+    ours = weights.ours(official_grads)
+    np.testing.assert_allclose(ours["m.0.weight"], linear.weight.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(ours["m.0.bias"], linear.bias.grad.numpy())
+    assert set(weights.ours({"a/out/bias": bias, "a/std/bias": std_bias})) == {"m.0.bias"}  # sources it lacks: left out
 
 
 def test_a_missing_bias_or_parameter_is_reported_and_a_nonzero_bias_refused():
     official = {"d/kernel": np.ones((3, 2), np.float32), "d/bias": np.zeros(2, np.float32)}
     linear, extra = nn.Linear(3, 2, bias=False), nn.LayerNorm(2)
-    weights = official_parity.WeightMap(official)
+    weights = official_parity.WeightMap(official, {"m": nn.Sequential(linear, extra)})
     weights.linear("d", linear)
-    report = weights.report({"m": nn.Sequential(linear, extra)})
-    assert report == [
+    assert weights.report() == [
         "d/bias: official Dense has a bias (zero at init), ours has none",
         "m.1.weight: ours only, left at its init (2,)",
         "m.1.bias: ours only, left at its init (2,)",
     ]
     official["d/bias"] = np.ones(2, np.float32)
     with pytest.raises(RuntimeError, match="d/bias is not zero"):
-        official_parity.WeightMap(official).linear("d", nn.Linear(3, 2, bias=False))
+        official_parity.WeightMap(official, {"m": linear}).linear("d", linear)
+
+
+def test_each_element_is_compared_relative_to_itself_or_the_tensors_scale():
+    """fp32-sized noise passes; one element 1e-3 off, a sign or two swapped entries fail, wherever they are."""
+    rng = np.random.default_rng(0)
+    official = rng.normal(size=(40, 30)) * np.logspace(-3, 0, 30)  # columns of very different sizes
+    noisy = official * (1 + 1e-6 * rng.normal(size=official.shape))
+    assert official_parity.rel_diff(official, noisy)[0] < 1e-5
+    rms = np.sqrt(np.mean(official**2))
+    small = np.argwhere((np.abs(official) > 0.2 * rms) & (np.abs(official) < 0.3 * rms))[0]
+    for sabotage in ("perturb", "sign", "swap"):
+        ours = official.copy()
+        if sabotage == "perturb":
+            ours[tuple(small)] *= 1 + 1e-3
+        elif sabotage == "sign":
+            ours[tuple(small)] *= -1
+        else:
+            ours[[3, 4]] = ours[[4, 3]]
+        d, where = official_parity.rel_diff(official, ours)
+        assert d > official_parity.TOL, sabotage
+        assert sabotage == "swap" or where == tuple(small)
+    # relative to itself above the floor: a large element off by 2e-4 of its value fails
+    ours = official.copy()
+    ours.flat[np.argmax(np.abs(official))] *= 1 + 2e-4
+    assert official_parity.rel_diff(official, ours)[0] > official_parity.TOL
+    assert official_parity.rel_diff(np.zeros(3), np.array([0, 1e-30, 0]))[0] == np.inf
 
 
 def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fresh_ones():

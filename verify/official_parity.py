@@ -20,18 +20,23 @@ Then it compares, fp32:
 - the features imagined from the last posterior state for ``--length`` fixed actions;
 - in the actor-critic update: the imagined features and actions, the discounts, the
   lambda-returns, the actor loss and the critic loss;
-- the gradient norm of every module (encoder, RSSM input layer, GRU, prior head, posterior
-  head, decoder, reward, discount, actor, critic) after one backward pass of its loss;
+- the gradient of every variable after one backward pass of its loss, moved into our layout by
+  the weight map, one row per module (encoder, RSSM input layer, GRU, prior head, posterior
+  head, decoder, reward, discount, actor, critic);
 - the config values the official config section and our recipe should share.
 
-It prints a table (quantity, official, ours, relative difference: for an array the two columns
-are the root mean square of each side and the difference is max|official - ours| / max|official|;
-for a scalar |official - ours| / |official|, with 1e-6 as the smallest denominator) and ends with
+Every tensor is compared element by element: an element's relative difference is
+``|ours - official| / max(|official|, FLOOR * rms(official))``, ``rms`` the root mean square of
+the official tensor and ``FLOOR`` 1, so an element is measured against itself or, near zero,
+against the tensor's scale, where fp32 rounding alone exceeds the tolerance (a sum over the batch
+reproduces its large entries to ~1e-5 and its small ones only absolutely). A quantity fails
+when one of its elements differs by more than ``--tol`` (1e-4). The table gives the quantity,
+the official and our value (the root mean square over a row's tensors) and the largest relative
+difference, and a failing row names the tensor and index of it; it ends with
 ``parity: OK (<n> quantities, max rel diff <x>)`` or ``parity: FAIL (<first quantity>)`` (exit 1).
-A quantity fails above ``--tol`` (1e-4); a failing array names the index of its largest
-difference. Before the table it lists the weights that did not map one to one (an official
-variable with no counterpart in ours, or a parameter of ours that no official variable sets),
-since those alone can explain a failure.
+Before the table it lists the weights that did not map one to one (an official variable with no
+counterpart in ours, or a parameter of ours that no official variable sets), since those alone
+can explain a failure.
 
 The official side runs in its own virtual environment (``--venv``, default ``runs/official-venv``),
 created on the first run and reused after; dreamerkit never imports it. It holds ``PINS``
@@ -451,6 +456,8 @@ def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list
                 pass
         if key in SIZE_KEYS or key in ("precision", "jit") or key.endswith((".layers", ".units")):
             continue
+        if key == "kl.free_avg" and flat.get("kl.balance") == 0.5:
+            continue  # the official plain KL clips each [b, t] value whatever free_avg says
         if key == "actor_grad" and official == "auto":
             official = "reinforce" if section == "atari" else "dynamics"
         rows.append((key, official, value))
@@ -491,52 +498,75 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
 
 
 class WeightMap:
-    """Copies official variables (by path) into our parameters, transposing and permuting as needed."""
+    """Where each of our parameters comes from among the official variables (by path), and how.
 
-    def __init__(self, official: dict):
+    Built once against the official initial weights, which fix the shapes and must have a zero
+    bias wherever our layer has none; then :meth:`ours` moves any set of arrays with the official
+    paths (weights, gradients, Adam moments) into our parameters' layout, transposed and permuted.
+    """
+
+    def __init__(self, official: dict, modules: dict):
         self.official = official
-        self.used: set[str] = set()
-        self.set_params: set[int] = set()
+        self.params = {f"{prefix}.{name}": p for prefix, m in modules.items() for name, p in m.named_parameters()}
+        self.names = {id(p): name for name, p in self.params.items()}
+        self.moves: dict[str, tuple[tuple[str, ...], object]] = {}  # our name -> (official paths, layout change)
+        self.read: set[str] = set()
         self.notes: list[str] = []
 
-    def _get(self, path):
-        self.used.add(path)
-        return self.official[path]
+    def _move(self, param, paths, change=lambda *xs: xs[0]) -> None:
+        name, paths = self.names[id(param)], tuple(paths)
+        value = change(*(self.official[p] for p in paths))
+        if tuple(value.shape) != tuple(param.shape):
+            raise RuntimeError(f"{paths[0]}: official shape {tuple(value.shape)}, ours {tuple(param.shape)}")
+        self.moves[name] = paths, change
+        self.read.update(paths)
 
-    def _set(self, param, value, what: str) -> None:
+    def ours(self, arrays: dict) -> dict[str, np.ndarray]:
+        """``arrays`` by official path -> by our parameter name, for the parameters whose sources it holds."""
+        return {
+            name: np.ascontiguousarray(change(*(arrays[p] for p in paths)))
+            for name, (paths, change) in self.moves.items()
+            if all(p in arrays for p in paths)
+        }
+
+    def load(self) -> None:
+        """Copy the official initial weights into our parameters."""
         import torch
 
-        value = torch.as_tensor(np.ascontiguousarray(value), dtype=param.dtype)
-        if tuple(value.shape) != tuple(param.shape):
-            raise RuntimeError(f"{what}: official shape {tuple(value.shape)}, ours {tuple(param.shape)}")
         with torch.no_grad():
-            param.copy_(value)
-        self.set_params.add(id(param))
+            for name, value in self.ours(self.official).items():
+                self.params[name].copy_(torch.as_tensor(value))
 
-    def linear(self, path: str, linear, in_perm=None, extra: str | None = None) -> None:
-        """Official Dense ``path`` (kernel [in, out], bias) -> our ``nn.Linear`` (weight [out, in])."""
-        kernel, bias = self._get(f"{path}/kernel"), self._get(f"{path}/bias")
-        if extra is not None:  # a second official Dense whose outputs follow the first's in our layer
-            kernel = np.concatenate([kernel, self._get(f"{extra}/kernel")], 1)
-            bias = np.concatenate([bias, self._get(f"{extra}/bias")], 0)
-        if in_perm is not None:
-            kernel = kernel[in_perm]
-        self._set(linear.weight, kernel.T, path)
+    def linear(self, paths, linear, in_perm=None) -> None:
+        """Official Dense layers (kernel [in, out], bias) -> our ``nn.Linear`` (weight [out, in]).
+
+        Several ``paths``: official layers whose outputs follow each other in our one layer
+        (the actor's mean and std, the MLP decoder's keys).
+        """
+        paths = [paths] if isinstance(paths, str) else list(paths)
+
+        def weight(*kernels):
+            kernel = np.concatenate(kernels, 1)
+            return (kernel if in_perm is None else kernel[in_perm]).T
+
+        self._move(linear.weight, [f"{p}/kernel" for p in paths], weight)
+        biases = [f"{p}/bias" for p in paths]
         if linear.bias is not None:
-            self._set(linear.bias, bias, f"{path}/bias")
-        elif np.any(bias):
-            raise RuntimeError(f"{path}/bias is not zero but our layer has no bias")
-        else:
-            self.notes.append(f"{path}/bias: official Dense has a bias (zero at init), ours has none")
+            self._move(linear.bias, biases, lambda *bs: np.concatenate(bs, 0))
+            return
+        if any(np.any(self.official[b]) for b in biases):
+            raise RuntimeError(f"{paths[0]}/bias is not zero but our layer has no bias")
+        self.read.update(biases)
+        self.notes += [f"{b}: official Dense has a bias (zero at init), ours has none" for b in biases]
 
     def norm(self, path: str, layer_norm) -> None:
-        self._set(layer_norm.weight, self._get(f"{path}/gamma"), f"{path}/gamma")
-        self._set(layer_norm.bias, self._get(f"{path}/beta"), f"{path}/beta")
+        self._move(layer_norm.weight, [f"{path}/gamma"])
+        self._move(layer_norm.bias, [f"{path}/beta"])
 
     def conv(self, path: str, conv) -> None:
         """Kernel [kh, kw, a, b] -> weight [b, a, kh, kw] (Conv2D: a=in, b=out; Conv2DTranspose: a=out, b=in)."""
-        self._set(conv.weight, self._get(f"{path}/kernel").transpose(3, 2, 0, 1), path)
-        self._set(conv.bias, self._get(f"{path}/bias"), f"{path}/bias")
+        self._move(conv.weight, [f"{path}/kernel"], lambda k: k.transpose(3, 2, 0, 1))
+        self._move(conv.bias, [f"{path}/bias"])
 
     def dense_block(self, path: str, norm_path: str, block, in_perm=None) -> None:
         """Official Dense (+ NormLayer) -> one of our ``nets.dense`` blocks (Linear, optional LayerNorm, act)."""
@@ -548,26 +578,20 @@ class WeightMap:
         if f"{norm_path}/gamma" in self.official and norms:  # without ours, the report lists them unused
             self.norm(norm_path, norms[0])
 
-    def mlp(self, prefix: str, net, in_perm, extra_out: bool = False) -> None:
-        """An official ``common.MLP`` (dense{i}, norm{i}, out/out[, out/std]) -> our ``nets.MLP``."""
+    def mlp(self, prefix: str, net, in_perm, out_paths) -> None:
+        """Official dense{i}, norm{i} and output layers ``out_paths`` -> our ``nets.MLP``."""
         *blocks, out = list(net)
         for i, block in enumerate(blocks):
             self.dense_block(f"{prefix}/dense{i}", f"{prefix}/norm{i}", block, in_perm if i == 0 else None)
-        self.linear(
-            f"{prefix}/out/out", out, in_perm if not blocks else None, f"{prefix}/out/std" if extra_out else None
-        )
+        self.linear(out_paths, out, in_perm if not blocks else None)
 
-    def report(self, modules: dict) -> list[str]:
-        """Official variables nobody read and our parameters nobody set (left at their init)."""
+    def report(self) -> list[str]:
+        """Official variables nobody reads and our parameters no official variable sets (left at their init)."""
         lines = list(self.notes)
-        lines += [
-            f"{path}: official variable with no counterpart in ours" for path in self.official if path not in self.used
-        ]
-        for name, module in modules.items():
-            for pname, p in module.named_parameters():
-                if id(p) not in self.set_params:
-                    lines.append(f"{name}.{pname}: ours only, left at its init {tuple(p.shape)}")
-        return lines
+        unread = [path for path in self.official if path not in self.read]
+        lines += [f"{path}: official variable with no counterpart in ours" for path in unread]
+        unset = [name for name in self.params if name not in self.moves]
+        return lines + [f"{name}: ours only, left at its init {tuple(self.params[name].shape)}" for name in unset]
 
 
 def permutations(stoch: int, deter: int, embed_chw: tuple) -> tuple[np.ndarray, np.ndarray]:
@@ -582,14 +606,14 @@ def permutations(stoch: int, deter: int, embed_chw: tuple) -> tuple[np.ndarray, 
     return feat, ((yy * w + xx) * c + cc).reshape(-1)
 
 
-def load_official_weights(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
-    """Copy the official initial weights into our world model and behavior; return the map for its report."""
+def weight_map(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
+    """Where our world model's and behavior's parameters come from among the official variables."""
     from torch import nn
 
     rssm, deter = wm.rssm, wm.rssm.deter
     feat_perm, embed_perm = perms
     conv = wm.encoder.parts["conv"]
-    m = WeightMap(weights)
+    m = WeightMap(weights, {"world_model": wm, "behavior": behavior})
     for i, layer in enumerate(x for x in conv.net if isinstance(x, nn.Conv2d)):
         m.conv(f"encoder/conv{i}", layer)
     m.dense_block("rssm/img_in", "rssm/img_in_norm", rssm.img_in)
@@ -605,31 +629,31 @@ def load_official_weights(wm, behavior, weights: dict, discrete: bool, perms) ->
     m.linear("decoder/convin", decoder.linear, feat_perm)
     for i, layer in enumerate(x for x in decoder.net if isinstance(x, nn.ConvTranspose2d)):
         m.conv(f"decoder/conv{i}", layer)
-    m.mlp("reward", wm.reward_head.net, feat_perm)
+    m.mlp("reward", wm.reward_head.net, feat_perm, "reward/out/out")
     if wm.discount_head is not None:
-        m.mlp("discount", wm.discount_head.net, feat_perm)
-    m.mlp("actor", behavior.actor.net, feat_perm, extra_out=not discrete)
-    m.mlp("critic", behavior.critic.net, feat_perm)
-    m.mlp("target_critic", behavior.slow_critic.net, feat_perm)
+        m.mlp("discount", wm.discount_head.net, feat_perm, "discount/out/out")
+    m.mlp("actor", behavior.actor.net, feat_perm, ["actor/out/out"] + ([] if discrete else ["actor/out/std"]))
+    m.mlp("critic", behavior.critic.net, feat_perm, "critic/out/out")
+    m.mlp("target_critic", behavior.slow_critic.net, feat_perm, "target_critic/out/out")
     return m
 
 
-GROUPS = {  # module -> (official variable path prefixes, our parameter name prefixes)
-    "encoder": (("encoder/",), ("world_model.encoder.",)),
-    "rssm img_in": (("rssm/img_in",), ("world_model.rssm.img_in.",)),
-    "rssm GRU": (("rssm/gru",), ("world_model.rssm.cell.",)),
-    "rssm prior head": (("rssm/img_out", "rssm/img_dist"), ("world_model.rssm.img_out.",)),
-    "rssm posterior head": (("rssm/obs_out", "rssm/obs_dist"), ("world_model.rssm.obs_out.",)),
-    "decoder": (("decoder/",), ("world_model.decoder.",)),
-    "reward head": (("reward/",), ("world_model.reward_head.",)),
-    "discount head": (("discount/",), ("world_model.discount_head.",)),
-    "actor": (("actor/",), ("behavior.actor.",)),
-    "critic": (("critic/",), ("behavior.critic.",)),
+GROUPS = {  # module -> our parameter name prefix
+    "encoder": "world_model.encoder.",
+    "rssm img_in": "world_model.rssm.img_in.",
+    "rssm GRU": "world_model.rssm.cell.",
+    "rssm prior head": "world_model.rssm.img_out.",
+    "rssm posterior head": "world_model.rssm.obs_out.",
+    "decoder": "world_model.decoder.",
+    "reward head": "world_model.reward_head.",
+    "discount head": "world_model.discount_head.",
+    "actor": "behavior.actor.",
+    "critic": "behavior.critic.",
 }
 
 
 def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
-    """Ours with the official weights on the same batch and draws: (results, gradients, weight-map report)."""
+    """Ours with the official weights on the same batch and draws: (results, gradients, weight map)."""
     from unittest import mock
 
     import torch
@@ -648,8 +672,8 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
     with torch.no_grad():
         embed_chw = tuple(wm.encoder.parts["conv"].net[:-1](torch.zeros(1, *image_chw)).shape[1:])
     perms = permutations(wm.latent.size, wm.rssm.deter, embed_chw)
-    weight_map = load_official_weights(wm, behavior, weights, discrete, perms)
-    report = weight_map.report({"world_model": wm, "behavior": behavior})
+    weights_in_ours = weight_map(wm, behavior, weights, discrete, perms)
+    weights_in_ours.load()
 
     draws = Draws(spec["seed"])
     rssm = wm.rssm
@@ -761,7 +785,7 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             ours[{"decoder": "image"}.get(key, key) + "_loss"] = metrics[f"model/{key}_loss"]
     ours = {k: v.detach().double().numpy() for k, v in ours.items()}
     grads = {k: v.detach().double().numpy() for k, v in grads.items()}
-    return ours, grads, report, perms
+    return ours, grads, weights_in_ours, perms
 
 
 def latent_stats(latent, params):
@@ -774,22 +798,56 @@ def latent_stats(latent, params):
     return torch.cat([dist.mean, dist.stddev], -1)
 
 
-def rel_diff(official: np.ndarray, ours: np.ndarray) -> float:
-    """max|official - ours| / max|official| (1e-6 at least in the denominator)."""
+TOL = 1e-4  # the largest relative difference that passes (--tol)
+FLOOR = 1.0  # of a tensor's root mean square: the smallest denominator of its elements' relative differences
+
+
+def rel_diff(official, ours) -> tuple[float, tuple[int, ...]]:
+    """The largest |ours - official| / max(|official|, FLOOR * rms(official)) over the elements, and where.
+
+    An element passes when this is at most the tolerance: relative to itself, or to a hundredth of
+    the tensor's scale for the elements near zero, whose relative error fp32 arithmetic makes large.
+    A tensor of zeros has no scale: any nonzero element of ours is an infinite difference.
+    """
     official, ours = np.asarray(official, np.float64), np.asarray(ours, np.float64)
     if official.shape != ours.shape:
         raise RuntimeError(f"shapes differ: official {official.shape}, ours {ours.shape}")
-    return float(np.max(np.abs(official - ours)) / max(np.max(np.abs(official)), 1e-6))
+    if official.size == 0:
+        return 0.0, ()
+    floor = FLOOR * np.sqrt(np.mean(np.square(official)))
+    diff = np.abs(ours - official)
+    scale = np.maximum(np.abs(official), floor)
+    ratio = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+    where = np.unravel_index(np.argmax(ratio), ratio.shape)
+    return float(ratio[where]), tuple(int(i) for i in where)
 
 
-def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, feat_perm: np.ndarray, embed_perm):
-    """(quantity, official, ours, rel diff) for every compared quantity of one recipe."""
+def compare(name: str, tensors: dict) -> tuple:
+    """One row: ``name``, the official and our root mean square over ``tensors`` ({label: (official,
+    ours)}), the largest relative difference (:func:`rel_diff`) and where it is (label, index)."""
+    worst, where = -1.0, ""
+    for label, (o, u) in tensors.items():
+        d, index = rel_diff(o, u)
+        if not d <= worst:
+            worst, where = d, f"{label}{list(index) if index else ''}"
+    official, ours = zip(*tensors.values())
+    return name, summary(official), summary(ours), len(tensors), worst, where
+
+
+def summary(xs) -> str:
+    """A scalar's value, or the root mean square of the tensors ``xs``."""
+    if len(xs) == 1 and np.ndim(xs[0]) == 0:
+        return f"{float(xs[0]):.6g}"
+    return f"rms {np.sqrt(np.mean(np.concatenate([np.square(np.ravel(x)) for x in xs]))):.6g}"
+
+
+def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, perms, weights_in_ours: WeightMap):
+    """Every compared quantity of one case, as :func:`compare` rows."""
+    feat_perm, embed_perm = perms
     rows = []
 
     def add(name, o, u):
-        o, u = np.asarray(o, np.float64), np.asarray(u, np.float64)
-        where = np.unravel_index(np.argmax(np.abs(o - u)), o.shape) if o.ndim else ()
-        rows.append((f"{case}: {name}", o, u, rel_diff(o, u), tuple(int(i) for i in where)))
+        rows.append(compare(f"{case}: {name}", {"": (o, u)}))
 
     add("embedding", official["embed"][..., embed_perm], ours["embed"])
     stats = "logits" if spec["config"]["rssm.discrete"] else "mean, std"
@@ -808,13 +866,13 @@ def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, fea
     add("lambda-returns [H,N]", official["lambda_return"], ours["lambda_return"])
     add("actor loss", official["loss/actor"], ours["loss/actor"])
     add("critic loss", official["loss/critic"], ours["loss/critic"])
-    for group, (official_prefixes, our_prefixes) in GROUPS.items():
-        o = [v for k, v in official.items() if k.startswith("grad/") and k[5:].startswith(official_prefixes)]
-        u = [v for k, v in grads.items() if k.startswith(our_prefixes)]
-        if not o and not u:
-            continue
-        norm = lambda xs: np.sqrt(sum(float(np.sum(np.square(x, dtype=np.float64))) for x in xs))  # noqa: E731
-        add(f"grad norm {group}", norm(o), norm(u))
+    official_grads = weights_in_ours.ours({k[len("grad/") :]: v for k, v in official.items() if k.startswith("grad/")})
+    if set(official_grads) != set(grads):
+        raise RuntimeError(f"gradients of one side only: {sorted(set(official_grads) ^ set(grads))}")
+    for group, prefix in GROUPS.items():
+        tensors = {k[len(prefix) :]: (official_grads[k], grads[k]) for k in grads if k.startswith(prefix)}
+        if tensors:
+            rows.append(compare(f"{case}: gradients {group}", tensors))
     return rows
 
 
@@ -862,20 +920,12 @@ def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
         np.savez(workdir / "inputs.npz", **inputs)
         official = official_run(python, workdir)
     weights = {k[len("weight/") :]: v for k, v in official.items() if k.startswith("weight/")}
-    ours, grads, report, (feat_perm, embed_perm) = run_ours(run, components, inputs, weights, spec)
-    rows = rows_for(case, official, ours, grads, spec, feat_perm, embed_perm)
+    ours, grads, weights_in_ours, perms = run_ours(run, components, inputs, weights, spec)
+    rows = rows_for(case, official, ours, grads, spec, perms, weights_in_ours)
     for key, o, u in config_rows(package, section, ablation, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
-        rows.append((f"{case}: config {key}", o, u, 0.0 if same else float("inf"), ()))
-    return rows, [f"{case}: {line}" for line in report]
-
-
-def fmt(x) -> str:
-    if isinstance(x, np.ndarray):
-        if x.ndim == 0:
-            return f"{float(x):.6g}"
-        return f"rms {np.sqrt(np.mean(np.square(x))):.6g}"
-    return str(x)
+        rows.append((f"{case}: config {key}", o, u, 0, 0.0 if same else float("inf"), ""))
+    return rows, [f"{case}: {line}" for line in weights_in_ours.report()]
 
 
 def main() -> None:
@@ -885,7 +935,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=3)
     parser.add_argument("--length", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tol", type=float, default=1e-4, help="largest relative difference that passes")
+    parser.add_argument("--tol", type=float, default=TOL, help=f"largest relative difference passing (default {TOL})")
     parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "official-venv")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for our side")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -905,14 +955,14 @@ def main() -> None:
         print()
     width = max(len(r[0]) for r in rows)
     print(f"{'quantity':<{width}}  {'official':>16}  {'ours':>16}  {'rel diff':>9}")
-    for name, o, u, d, where in rows:
-        flag = "" if d <= args.tol else "  <-- differs" + (f" most at {list(where)}" if where else "")
-        print(f"{name:<{width}}  {fmt(o):>16}  {fmt(u):>16}  {d:9.2e}{flag}")
-    failed = [r for r in rows if not r[3] <= args.tol]
+    for name, o, u, _, d, where in rows:
+        flag = "" if d <= args.tol else "  <-- differs" + (f" most at {where}" if where else "")
+        print(f"{name:<{width}}  {o!s:>16}  {u!s:>16}  {d:9.2e}{flag}")
+    failed = [r for r in rows if not r[4] <= args.tol]
     if failed:
         print(f"parity: FAIL ({failed[0][0]})")
         sys.exit(1)
-    print(f"parity: OK ({len(rows)} quantities, max rel diff {max(r[3] for r in rows):.2e})")
+    print(f"parity: OK ({len(rows)} quantities, max rel diff {max(r[4] for r in rows):.2e})")
 
 
 if __name__ == "__main__":
