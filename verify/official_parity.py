@@ -11,7 +11,7 @@ weights are copied into ours, and both are fed the same batch (``--batch`` x ``-
 random frames, actions, rewards, episode starts and terminals) with the same random draws:
 every categorical sample (posterior, prior, one-hot action) is the argmax of the logits plus
 Gumbel noise made from one fixed uniform tensor, every truncated-normal action the inverse CDF
-of one, and every Gaussian latent mean + std * (the normal inverse CDF of one), on both sides.
+of one, and every Gaussian sample mean + std * (the normal inverse CDF of one), on both sides.
 Then it compares, fp32:
 
 - the embedding, the posterior and prior parameters over the whole sequence;
@@ -58,15 +58,18 @@ What the worker patches to load 2021 code on today's TensorFlow (nothing else is
 
 What the harness instruments (the official code runs unchanged inside):
 
-- the random draws, as above: ``tfd.OneHotCategorical._sample_n``,
-  ``tfd.TruncatedNormal._sample_n`` and ``tfd.MultivariateNormalDiag.sample`` return samples
-  made from the fixed uniforms, in the order the
-  posterior, prior and actor ask for them (the official ``OneHotDist`` and ``TruncNormalDist``
-  add their straight-through gradient and clipping on top, as always). The inverse-CDF sample's
-  gradient equals TFP's implicit reparameterisation gradient at the same sample. The prior
-  samples the official ``obs_step`` draws and discards get fresh noise (ours draws none). On
-  our side ``torch.rand_like``, ``torch.rand``, ``OneHotCategorical.sample`` and
-  ``Normal.rsample`` are patched alike. A fixed draw left unused on either side is an error.
+- the random draws, as above, at their sources (:func:`share_random_draws`): TFP's
+  ``samplers.categorical`` and ``samplers.normal`` and TensorFlow's
+  ``stateless_parameterized_truncated_normal`` op, which TFP's ``OneHotCategorical``, ``Normal``
+  (inside ``MultivariateNormalDiag``) and ``TruncatedNormal`` call, return samples made from the
+  fixed uniforms, in the order the posterior, prior and actor ask for them; TFP's distributions
+  and the official ``OneHotDist`` and ``TruncNormalDist`` (straight-through gradient, clipping)
+  run as shipped around them. The inverse-CDF sample's gradient equals the op's registered
+  implicit reparameterisation gradient at the same sample. The prior samples the official
+  ``obs_step`` draws and discards get fresh noise (ours draws none). On our side
+  ``torch.rand_like``, ``torch.rand``, ``torch.multinomial``, ``torch.randn_like`` and
+  ``Normal``'s ``_standard_normal`` are patched alike (:func:`shared_torch_draws`). A fixed
+  draw left unused on either side is an error.
 - the three optimizers are replaced by recorders of the per-variable gradients of the loss
   they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
   including the slow critic's (its own initialisation on the first update), are read there.
@@ -221,6 +224,37 @@ def official_variables(common, modules: dict) -> dict:
     return out
 
 
+def share_random_draws(tf, draws: Draws) -> None:
+    """Make TensorFlow Probability's three random sources read ``draws``; its samplers run as shipped.
+
+    What TFP 0.25 calls to sample: ``samplers.categorical`` (``OneHotCategorical``: the latent, the
+    discrete actor, the discrete action noise), ``samplers.normal`` (``Normal``, under the Gaussian
+    latent's ``MultivariateNormalDiag`` and the continuous action noise) and TensorFlow's
+    ``stateless_parameterized_truncated_normal`` op (``TruncatedNormal``: the continuous actor).
+    Each now turns one fixed uniform tensor into its sample: the argmax of the logits plus
+    Gumbel noise, ``mean + stddev * ndtri(u)``, the inverse CDF of the truncated normal. That op's
+    registered gradient is the implicit reparameterisation gradient, which the inverse CDF's
+    gradient equals at the same sample.
+    """
+    from tensorflow_probability.python.distributions import truncated_normal
+    from tensorflow_probability.python.internal import samplers
+
+    def categorical(logits, num_samples, dtype=None, seed=None, name=None):
+        gumbel = -tf.math.log(-tf.math.log(tf.constant(draws.take([num_samples, *logits.shape]))))
+        return tf.transpose(tf.argmax(logits[None] + gumbel, -1, output_type=dtype or tf.int64))
+
+    def normal(shape, mean=0.0, stddev=1.0, dtype=tf.float32, seed=None, name=None):
+        return mean + stddev * tf.math.ndtri(tf.constant(draws.take(shape), dtype))
+
+    def truncated(shape, seed, means, stddevs, minvals, maxvals, name=None):
+        ndtr = lambda x: 0.5 * tf.math.erfc(-x / np.sqrt(2.0))  # noqa: E731
+        low, high = ndtr((minvals - means) / stddevs), ndtr((maxvals - means) / stddevs)
+        return tf.math.ndtri(low + tf.constant(draws.take(shape)) * (high - low)) * stddevs + means
+
+    samplers.categorical, samplers.normal = categorical, normal
+    truncated_normal.tf.random.stateless_parameterized_truncated_normal = truncated
+
+
 def worker(workdir: Path) -> None:
     """Build the official agent, run one ``Agent.train`` with the fixed draws and save what it computed."""
     spec = json.loads((workdir / "spec.json").read_text())
@@ -228,7 +262,6 @@ def worker(workdir: Path) -> None:
     package = Path(spec["package"])
     tf, agent, common = official_import(package)
     from ruamel.yaml import YAML
-    from tensorflow_probability import distributions as tfd
 
     tf.keras.utils.set_random_seed(spec["seed"])  # Python, NumPy and TensorFlow: the same official weights each run
     configs = YAML(typ="safe").load((package / "configs.yaml").read_text())
@@ -236,26 +269,7 @@ def worker(workdir: Path) -> None:
 
     draws = Draws(spec["seed"])
 
-    def onehot_sample_n(self, n, seed=None):
-        logits = tf.convert_to_tensor(self.logits_parameter())
-        uniform = tf.constant(draws.take([n, *logits.shape]))
-        gumbel = -tf.math.log(-tf.math.log(uniform))
-        return tf.one_hot(tf.argmax(logits[None] + gumbel, -1), logits.shape[-1], dtype=self.dtype)
-
-    def trunc_normal_sample_n(self, n, seed=None):
-        loc, scale = tf.convert_to_tensor(self.loc), tf.convert_to_tensor(self.scale)
-        uniform = tf.constant(draws.take([n, *loc.shape]))
-        ndtr = lambda x: 0.5 * tf.math.erfc(-x / np.sqrt(2.0))  # noqa: E731
-        cdf_low, cdf_high = ndtr((self.low - loc) / scale), ndtr((self.high - loc) / scale)
-        return tf.math.ndtri(cdf_low + uniform * (cdf_high - cdf_low)) * scale + loc
-
-    def gaussian_sample(self, sample_shape=(), seed=None, name="sample"):  # the Gaussian latent's MVNDiag
-        loc, std = tf.convert_to_tensor(self.loc), self.stddev()
-        return loc + std * tf.math.ndtri(tf.constant(draws.take([*tf.TensorShape(sample_shape), *loc.shape])))
-
-    tfd.MultivariateNormalDiag.sample = gaussian_sample
-    tfd.OneHotCategorical._sample_n = onehot_sample_n
-    tfd.TruncatedNormal._sample_n = trunc_normal_sample_n
+    share_random_draws(tf, draws)
     rssm_cls = common.EnsembleRSSM
     obs_step, img_step = rssm_cls.obs_step.python_function, rssm_cls.img_step.python_function
 
@@ -320,8 +334,11 @@ def worker(workdir: Path) -> None:
     wm.loss, wm.imagine, ac.target = loss, imagine, target
 
     data = {k: tf.convert_to_tensor(inputs[k]) for k in ("image", "action", "reward", "is_first", "is_terminal")}
-    draws.set("post", inputs["draw_post"])
-    draws.set("prior", inputs["draw_behavior_prior"])
+    # TFP's MultivariateNormalDiag draws its standard normals as [event, batch] and transposes them
+    # (tfd.Sample): the Gaussian latent's shared uniforms go in that layout.
+    latent = (lambda draws: draws) if spec["config"]["rssm.discrete"] else (lambda draws: draws.swapaxes(-1, -2))
+    draws.set("post", latent(inputs["draw_post"]))
+    draws.set("prior", latent(inputs["draw_behavior_prior"]))
     draws.set("action", inputs["draw_behavior_action"])
     agnt.train(data)
     left = draws.left()
@@ -346,7 +363,7 @@ def worker(workdir: Path) -> None:
     saved["lambda_return"] = captured["target"][0].numpy()
 
     # The prior alone, from the last posterior state, for fixed actions (the open-loop prediction path).
-    draws.set("prior", inputs["draw_imagine_prior"])
+    draws.set("prior", latent(inputs["draw_imagine_prior"]))
     start = {k: v[:, -1] for k, v in post.items()}
     imagined = wm.rssm.imagine(tf.convert_to_tensor(inputs["imagine_action"]), start)
     saved["fixed_action_feat"] = wm.rssm.get_feat(imagined).numpy()
@@ -652,13 +669,50 @@ GROUPS = {  # module -> our parameter name prefix
 }
 
 
+@contextmanager
+def shared_torch_draws(draws: Draws):
+    """Make torch's random sources read ``draws`` as :func:`share_random_draws` makes TFP's.
+
+    Ours samples with ``torch.rand_like`` (the categorical latent's Gumbel-max), ``torch.rand``
+    (the truncated normal's inverse CDF), ``torch.multinomial`` (``Categorical.sample``: the
+    discrete actor; the discrete action noise), ``torch.distributions.normal._standard_normal``
+    (``Normal.rsample``: the Gaussian latent) and ``torch.randn_like`` (the continuous action
+    noise). The uniform ones return the fixed uniforms, ``multinomial`` the argmax of the log
+    probabilities plus Gumbel noise made from them, the normal ones ``ndtri`` of them.
+    """
+    from unittest import mock
+
+    import torch
+    from torch import distributions
+
+    def uniform(shape, dtype=torch.float32):
+        return torch.as_tensor(draws.take(shape), dtype=dtype)
+
+    def rand(*shape, dtype=None, **kwargs):
+        return uniform(shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape, dtype or torch.float32)
+
+    def normal(shape, dtype=torch.float32):
+        return torch.special.ndtri(uniform(shape, dtype))
+
+    def multinomial(probs, num_samples, replacement=False, **kwargs):
+        gumbel = -torch.log(-torch.log(uniform((num_samples, *probs.shape))))
+        return (probs.log()[None] + gumbel).argmax(-1).T
+
+    with (
+        mock.patch.object(torch, "rand_like", lambda x, **kwargs: uniform(x.shape, x.dtype)),
+        mock.patch.object(torch, "rand", rand),
+        mock.patch.object(torch, "multinomial", multinomial),
+        mock.patch.object(distributions.normal, "_standard_normal", lambda shape, dtype, device: normal(shape, dtype)),
+        mock.patch.object(torch, "randn_like", lambda x, **kwargs: normal(x.shape, x.dtype)),
+    ):
+        yield
+
+
 def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
     """Ours with the official weights on the same batch and draws: (results, gradients, weight map)."""
     from unittest import mock
 
     import torch
-    import torch.nn.functional as F
-    from torch import distributions as D
 
     import recipes.behavior as behavior_module
     from recipes.behavior import Behavior
@@ -688,22 +742,6 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             return img_step(*args, **kwargs)
 
     rssm.obs_step, rssm.img_step = obs_step_in_role, img_step_in_role
-
-    def rand_like(x, **kwargs):
-        return torch.as_tensor(draws.take(x.shape), dtype=x.dtype)
-
-    def rand(*shape, dtype=None, device=None, **kwargs):
-        shape = shape[0] if len(shape) == 1 and not isinstance(shape[0], int) else shape
-        return torch.as_tensor(draws.take(shape), dtype=dtype or torch.float32)
-
-    def normal_rsample(self, sample_shape=torch.Size()):  # noqa: B008
-        shape = self._extended_shape(sample_shape)
-        return self.loc + self.scale * torch.special.ndtri(torch.as_tensor(draws.take(shape)))
-
-    def onehot_sample(self, sample_shape=torch.Size()):  # noqa: B008
-        logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
-        gumbel = -torch.log(-torch.log(torch.as_tensor(draws.take(logits.shape))))
-        return F.one_hot((logits + gumbel).argmax(-1), logits.shape[-1]).to(logits.dtype)
 
     captured = {}
     observe, imagine, lambda_return = rssm.observe, behavior.imagine, behavior_module.lambda_return
@@ -736,13 +774,7 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         got = torch.autograd.grad(loss, list(chosen.values()), retain_graph=True, allow_unused=True)
         grads.update({k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(chosen.items(), got)})
 
-    with (
-        mock.patch.object(torch, "rand_like", rand_like),
-        mock.patch.object(torch, "rand", rand),
-        mock.patch.object(D.OneHotCategorical, "sample", onehot_sample),
-        mock.patch.object(D.Normal, "rsample", normal_rsample),
-        mock.patch.object(behavior_module, "lambda_return", lambda_return_kept),
-    ):
+    with shared_torch_draws(draws), mock.patch.object(behavior_module, "lambda_return", lambda_return_kept):
         model_loss, post, metrics = wm.loss(batch)
         grads_of(model_loss, "world_model.")
         actor_loss, critic_loss, _ = behavior.loss(wm, post, batch["is_terminal"], 0)
