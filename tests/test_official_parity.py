@@ -112,6 +112,26 @@ def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fres
         draws.take((4,))
 
 
+def test_a_near_tie_is_broken_toward_the_official_class_and_nothing_else_moves():
+    rng = np.random.default_rng(0)
+    gumbel = lambda u: -np.log(-np.log(u.astype(np.float64)))  # noqa: E731
+    uniform = rng.uniform(0.01, 0.99, (50, 4)).astype(np.float32)
+    logits = rng.normal(size=(50, 4))
+    scores = logits + gumbel(uniform)
+    best = scores.argmax(-1)
+    runner_up = np.sort(scores, -1)[:, -2]
+    logits[7, best[7]] += runner_up[7] + 3e-5 - scores[7].max()  # row 7: the best class leads by 3e-5 only
+    scores = logits + gumbel(uniform)
+    before = uniform.copy()
+    assert official_parity.break_near_ties(scores, uniform) == 1
+    assert np.array_equal(np.delete(uniform, 7, 0), np.delete(before, 7, 0))
+    lead = gumbel(uniform[7]) - gumbel(before[7])
+    assert lead[best[7]] == pytest.approx(2 * official_parity.TIE, rel=1e-3) and np.count_nonzero(lead) == 1
+    # logits off by fp32-sized amounts (1e-6) now pick the official class there too
+    ours = logits + rng.uniform(-1e-6, 1e-6, logits.shape) + gumbel(uniform)
+    assert np.array_equal(ours.argmax(-1), scores.argmax(-1))
+
+
 def test_process_dmc_runs_the_official_env_class_in_a_spawned_process_without_tensorflow(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "verify"))  # the spawned process imports official_train
     envs = tmp_path / "envs.py"  # stands in for the official common/envs.py

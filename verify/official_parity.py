@@ -7,22 +7,26 @@ For each case (``atari``: recipe dreamerv2_atari, REINFORCE, discount head; ``dm
 dreamerv2_dmc, dynamics backpropagation, no discount head; the paper's ablations
 ``atari_nokl``, plain KL, and ``atari_gaussian``, Gaussian latent with the official sigmoid2
 std) both implementations are built at ``--size`` from the same config, the official initial
-weights are copied into ours, and both are fed the same batch (``--batch`` x ``--length``
-random frames, actions, rewards, episode starts and terminals) with the same random draws:
-every categorical sample (posterior, prior, one-hot action) is the argmax of the logits plus
-Gumbel noise made from one fixed uniform tensor, every truncated-normal action the inverse CDF
-of one, and every Gaussian sample mean + std * (the normal inverse CDF of one), on both sides.
-Then it compares, fp32:
+weights are copied into ours, and both are trained ``UPDATES`` (3) times, each update on its own
+batch (``--batch`` x ``--length`` random frames, actions, rewards, episode starts and terminals)
+with the same random draws: every categorical sample (posterior, prior, one-hot action) is the
+argmax of the logits plus Gumbel noise made from one fixed uniform tensor, every
+truncated-normal action the inverse CDF of one, and every Gaussian sample mean + std * (the
+normal inverse CDF of one), on both sides. Then it compares, fp32:
 
-- the embedding, the posterior and prior parameters over the whole sequence;
-- the KL before balancing and the KL loss after balancing and free nats (before its scale), every
-  reconstruction/reward/discount loss term and the world-model loss;
-- the features imagined from the last posterior state for ``--length`` fixed actions;
-- in the actor-critic update: the imagined features and actions, the discounts, the
-  lambda-returns, the actor loss and the critic loss;
-- the gradient of every variable after one backward pass of its loss, moved into our layout by
-  the weight map, one row per module (encoder, RSSM input layer, GRU, prior head, posterior
-  head, decoder, reward, discount, actor, critic);
+- in the first update: the embedding, the posterior and prior parameters over the whole
+  sequence, the KL before balancing and the KL loss after balancing and free nats (before its
+  scale), every reconstruction/reward/discount loss term; the imagined features and actions,
+  the discounts and the lambda-returns of the actor-critic update;
+- after each update: the world-model, actor and critic losses, the gradient of every variable
+  (before clipping), every weight and both Adam moments of every variable (each moved into our
+  layout by the weight map), the slow critic's weights;
+- the features the prior imagines from the last posterior state for ``--length`` fixed actions;
+- the slow critic along its schedule to the official counter 202 (copies at 0, 100 and 200: after
+  our updates 1, 101 and 201): after the three updates, each call of the official
+  ``update_slow_target`` and of our ``update_slow_critic`` is preceded by setting the critic to
+  its trained weights times ``1 + 1e-3 * counter``, and the slow critics are compared at the
+  counters ``SLOW_CHECKS`` around each copy;
 - the config values the official config section and our recipe should share.
 
 Every tensor is compared element by element: an element's relative difference is
@@ -43,8 +47,9 @@ created on the first run and reused after; dreamerkit never imports it. It holds
 (TensorFlow's CPU build with the TensorFlow Probability and tf-keras releases that go with it)
 and ``dreamerv2==2.2.0`` installed with ``--no-deps`` (its own requirements pin nothing usable
 today). This file run with the venv's Python (``--worker DIR``) builds the official agent and
-talks to the main process through ``.npz`` files in ``DIR``: ``inputs.npz`` (batch and fixed
-noise) and ``spec.json`` in, ``official.npz`` (weights by variable path, gradients, results) out.
+talks to the main process through ``.npz`` files in ``DIR``: ``inputs.npz`` (batches and fixed
+noise) and ``spec.json`` in, ``official.npz`` (by variable path: weights, gradients, Adam moments;
+results) out.
 
 What the worker patches to load 2021 code on today's TensorFlow (nothing else is changed):
 
@@ -70,11 +75,21 @@ What the harness instruments (the official code runs unchanged inside):
   ``torch.rand_like``, ``torch.rand``, ``torch.multinomial``, ``torch.randn_like`` and
   ``Normal``'s ``_standard_normal`` are patched alike (:func:`shared_torch_draws`). A fixed
   draw left unused on either side is an error.
-- the three optimizers are replaced by recorders of the per-variable gradients of the loss
-  they are handed, so ``Agent.train`` runs as shipped but changes no weight; the weights,
-  including the slow critic's (its own initialisation on the first update), are read there.
+- the three official optimizers run as shipped (Keras Adam, global-norm clipping, weight decay),
+  handed a tape that keeps the loss and each variable's gradient as the optimizer asks for them;
+  the weights and Keras' Adam moments are read after each update, the initial ones at the first
+  optimizer call of each part. Our ``Dreamer.training_step`` runs as shipped too, with Lightning's
+  side of it filled in: ``optimizers`` are ours from ``configure_optimizers``, ``manual_backward``
+  is ``loss.backward()`` (Lightning's fp32 strategy) and ``clip_gradients`` Lightning's fp32
+  precision plugin's, after keeping each gradient.
 - ``WorldModel.loss``, ``WorldModel.imagine`` and ``ActorCritic.target`` are wrapped to keep
-  what they return (ours: ``RSSM.observe``, ``Behavior.imagine`` and ``lambda_return``).
+  what they return (ours: ``WorldModel.loss``, ``RSSM.observe``, ``Behavior.imagine`` and
+  ``lambda_return``).
+- near ties: where a categorical sample's best two classes are within ``TIE`` (1e-4) of each
+  other on the official side, fp32 rounding of the logits could make ours pick the other one and
+  send that trajectory elsewhere. The worker raises the winner's noise there by ``2 * TIE`` in
+  the uniforms it hands ours (:func:`break_near_ties`) and counts them; a 16 x 50 update at
+  size small has about 50.
 
 2.2.0 is danijar/dreamerv2 at 3a711b4. It predates HEAD's "Stop action gradient in reinforce
 estimator" (6504715), but TFP's ``OneHotCategorical.log_prob`` stops the gradient of its
@@ -123,6 +138,7 @@ class Draws:
         self.queues: dict[str, list[np.ndarray]] = {}
         self.stack: list[str] = []
         self.rng = np.random.default_rng(seed)
+        self.ties = 0  # near ties broken (break_near_ties)
 
     def set(self, role: str, arrays) -> None:
         self.queues[role] = [np.asarray(a, np.float32) for a in arrays]
@@ -156,6 +172,24 @@ class Draws:
 
     def left(self) -> dict[str, int]:
         return {role: len(q) for role, q in self.queues.items() if q}
+
+
+TIE = 1e-4  # two classes' Gumbel-perturbed logits closer than this: fp32 rounding may pick either
+
+
+def break_near_ties(scores: np.ndarray, uniform: np.ndarray) -> int:
+    """Where the best class of ``scores`` (logits plus the Gumbel noise of ``uniform``, [..., classes])
+    leads the second by less than ``TIE``, raise its noise in ``uniform`` (in place) by ``2 * TIE``;
+    returns how many. The official side samples first and hands ours the uniforms so changed: the
+    logits of the two sides differ by fp32 rounding (~1e-6), which at a near tie could pick
+    another class and send that trajectory elsewhere (about once in 10^6 draws, and an update at
+    16 x 50 draws 10^5 to 10^6); now both pick the official one."""
+    top2 = np.sort(scores, -1)[..., -2:]
+    near = np.nonzero(top2[..., 1] - top2[..., 0] < TIE)
+    where = (*near, scores.argmax(-1)[near])
+    gumbel = -np.log(-np.log(uniform[where].astype(np.float64)))
+    uniform[where] = np.exp(-np.exp(-(gumbel + 2 * TIE)))
+    return len(near[0])
 
 
 # -- the official side (runs in the venv) -------------------------------------------------------------
@@ -240,8 +274,10 @@ def share_random_draws(tf, draws: Draws) -> None:
     from tensorflow_probability.python.internal import samplers
 
     def categorical(logits, num_samples, dtype=None, seed=None, name=None):
-        gumbel = -tf.math.log(-tf.math.log(tf.constant(draws.take([num_samples, *logits.shape]))))
-        return tf.transpose(tf.argmax(logits[None] + gumbel, -1, output_type=dtype or tf.int64))
+        uniform = draws.take([num_samples, *logits.shape])
+        scores = logits[None] - tf.math.log(-tf.math.log(tf.constant(uniform)))
+        draws.ties += break_near_ties(scores.numpy(), uniform)  # after the official sample: ours only
+        return tf.transpose(tf.argmax(scores, -1, output_type=dtype or tf.int64))
 
     def normal(shape, mean=0.0, stddev=1.0, dtype=tf.float32, seed=None, name=None):
         return mean + stddev * tf.math.ndtri(tf.constant(draws.take(shape), dtype))
@@ -255,8 +291,14 @@ def share_random_draws(tf, draws: Draws) -> None:
     truncated_normal.tf.random.stateless_parameterized_truncated_normal = truncated
 
 
+STEP = 1_000_000  # the agent step the updates run at (the schedules' counter, e.g. actor_grad=mix's rho)
+UPDATES = 3  # real updates on both sides, every parameter and Adam moment compared after each
+SLOW_CHECKS = (3, 99, 100, 101, 199, 200, 201, 202)  # official slow-critic counter values checked after their call
+
+
 def worker(workdir: Path) -> None:
-    """Build the official agent, run one ``Agent.train`` with the fixed draws and save what it computed."""
+    """Build the official agent, train it ``UPDATES`` times on the fixed batches and draws, and save
+    what it computed (``official.npz``); then run the slow critic's schedule on to counter 202."""
     spec = json.loads((workdir / "spec.json").read_text())
     inputs = dict(np.load(workdir / "inputs.npz"))
     package = Path(spec["package"])
@@ -268,7 +310,6 @@ def worker(workdir: Path) -> None:
     config = common.Config(configs["defaults"]).update(configs[spec["section"]]).update(spec["config"])
 
     draws = Draws(spec["seed"])
-
     share_random_draws(tf, draws)
     rssm_cls = common.EnsembleRSSM
     obs_step, img_step = rssm_cls.obs_step.python_function, rssm_cls.img_step.python_function
@@ -287,40 +328,62 @@ def worker(workdir: Path) -> None:
     obs_space = {"image": _Space(shape)}  # the encoder takes the batch shape from the first key
     obs_space.update({k: _Space(()) for k in ("reward", "is_first", "is_last", "is_terminal")})
     act_space = {"action": _Space((spec["action_dim"],), spec["action_dim"] if spec["discrete"] else None)}
-    agnt = agent.Agent(config, obs_space, act_space, common.Counter(0))
+    agnt = agent.Agent(config, obs_space, act_space, common.Counter(spec["step"]))
     wm, ac = agnt.wm, agnt._task_behavior
-
+    parts = {  # optimizer -> the modules it trains, by path prefix
+        "model": {"encoder": wm.encoder, "rssm": wm.rssm, **wm.heads},
+        "actor": {"actor": ac.actor},
+        "critic": {"critic": ac.critic},
+    }
+    behavior = {**parts["actor"], **parts["critic"], "target_critic": ac._target_critic}
+    everything = {**parts["model"], **behavior}
     saved: dict[str, np.ndarray] = {}
-    wm_modules = {"encoder": wm.encoder, "rssm": wm.rssm, **wm.heads}
+    update = 0
 
-    class Recorder:
-        """Stands in for a ``common.Optimizer``: keeps the loss and its per-variable gradients, steps nothing."""
+    class Recording:
+        """Hands a ``common.Optimizer`` a tape that keeps the loss and each variable's gradient as the
+        optimizer asks for them (before its clipping); the optimizer then steps as shipped. On the
+        first update it also keeps the initial weights: its modules' (the world model before its
+        step; the actor, critic and target critic before the actor's and critic's)."""
 
-        def __init__(self, name, modules):
-            self.name, self.modules = name, modules
+        def __init__(self, name, optimizer):
+            self.name, self.optimizer = name, optimizer
 
-        def __call__(self, tape, loss, _modules):
-            variables = official_variables(common, self.modules)
-            grads = tape.gradient(loss, list(variables.values()))
-            saved[f"loss/{self.name}"] = loss.numpy()
-            for path, grad in zip(variables, grads):
-                saved[f"grad/{path}"] = np.zeros(variables[path].shape, np.float32) if grad is None else grad.numpy()
-            if self.name == "critic":  # the last to run in Agent.train: every variable exists, none has changed
-                everything = {**wm_modules, "actor": ac.actor, "critic": ac.critic, "target_critic": ac._target_critic}
-                for path, v in official_variables(common, everything).items():
-                    saved[f"weight/{path}"] = v.numpy()
-            return {}
+        def __call__(self, tape, loss, modules):
+            if update == 1 and self.name != "critic":
+                initial = parts["model"] if self.name == "model" else behavior
+                saved.update({f"weight/0/{p}": v.numpy() for p, v in official_variables(common, initial).items()})
+            paths = {id(v): p for p, v in official_variables(common, parts[self.name]).items()}
 
-    wm.model_opt = Recorder("model", wm_modules)
-    ac.actor_opt = Recorder("actor", {"actor": ac.actor})
-    ac.critic_opt = Recorder("critic", {"critic": ac.critic})
+            class Tape:
+                def gradient(_, target, sources):
+                    grads = tape.gradient(target, sources)
+                    saved[f"loss/{update}/{self.name}"] = loss.numpy()
+                    for v, g in zip(sources, grads):
+                        grad = np.zeros(v.shape, np.float32) if g is None else g.numpy()
+                        saved[f"grad/{update}/{paths[id(v)]}"] = grad
+                    return grads
+
+            return self.optimizer(Tape(), loss, modules)
+
+        def moments(self) -> dict:
+            """Keras Adam's first and second moments of every variable, by path."""
+            adam, out = self.optimizer._opt, {}
+            for path, v in official_variables(common, parts[self.name]).items():
+                index = adam._index_dict[adam._var_key(v)]
+                out[f"m/{update}/{path}"] = adam._momentums[index].numpy()
+                out[f"v/{update}/{path}"] = adam._velocities[index].numpy()
+            return out
+
+    wm.model_opt = Recording("model", wm.model_opt)
+    ac.actor_opt = Recording("actor", ac.actor_opt)
+    ac.critic_opt = Recording("critic", ac.critic_opt)
 
     captured = {}
     wm_loss, wm_imagine, ac_target = wm.loss, wm.imagine, ac.target
 
     def loss(data, state=None):
-        out = wm_loss(data, state)
-        captured["wm"] = out
+        captured["wm"] = out = wm_loss(data, state)
         return out
 
     def imagine(*args, **kwargs):
@@ -332,44 +395,64 @@ def worker(workdir: Path) -> None:
         return out
 
     wm.loss, wm.imagine, ac.target = loss, imagine, target
-
-    data = {k: tf.convert_to_tensor(inputs[k]) for k in ("image", "action", "reward", "is_first", "is_terminal")}
     # TFP's MultivariateNormalDiag draws its standard normals as [event, batch] and transposes them
     # (tfd.Sample): the Gaussian latent's shared uniforms go in that layout.
     latent = (lambda draws: draws) if spec["config"]["rssm.discrete"] else (lambda draws: draws.swapaxes(-1, -2))
-    draws.set("post", latent(inputs["draw_post"]))
-    draws.set("prior", latent(inputs["draw_behavior_prior"]))
-    draws.set("action", inputs["draw_behavior_action"])
-    agnt.train(data)
-    left = draws.left()
-    if left:
-        raise RuntimeError(f"fixed draws not used by the official update: {left}")
 
-    model_loss, _, outs, metrics = captured["wm"]
-    post, prior = outs["post"], outs["prior"]
-    saved["embed"] = outs["embed"].numpy()
-    for name, state in (("post", post), ("prior", prior)):
-        stats = [state["logit"]] if "logit" in state else [state["mean"], state["std"]]
-        saved[f"{name}_stats"] = np.concatenate([x.numpy().reshape(*x.shape[:2], -1) for x in stats], -1)
-    saved["kl_value"] = outs["kl"].numpy()
-    saved["kl_loss"] = metrics["kl_loss"].numpy()
-    for key in ("image", "reward", "discount"):
-        if f"{key}_loss" in metrics:
-            saved[f"{key}_loss"] = metrics[f"{key}_loss"].numpy()
-    saved["model_loss"] = model_loss.numpy()
-    seq = captured["seq"]
-    for key in ("feat", "action", "discount", "weight"):
-        saved[f"imag_{key}"] = seq[key].numpy()
-    saved["lambda_return"] = captured["target"][0].numpy()
+    for update in range(1, UPDATES + 1):
+        keys = ("image", "action", "reward", "is_first", "is_terminal")
+        data = {k: tf.convert_to_tensor(inputs[f"{update}/{k}"]) for k in keys}
+        draws.set("post", latent(inputs[f"{update}/draw_post"]))
+        draws.set("prior", latent(inputs[f"{update}/draw_behavior_prior"]))
+        draws.set("action", inputs[f"{update}/draw_behavior_action"])
+        agnt.train(data)
+        left = draws.left()
+        if left:
+            raise RuntimeError(f"fixed draws not used by the official update {update}: {left}")
+        saved.update({f"weight/{update}/{p}": v.numpy() for p, v in official_variables(common, everything).items()})
+        for optimizer in (wm.model_opt, ac.actor_opt, ac.critic_opt):
+            saved.update(optimizer.moments())
+        model_loss, _, outs, metrics = captured["wm"]
+        saved[f"kl_value/{update}"] = outs["kl"].numpy()
+        if update == 1:  # the intermediate quantities of the first update
+            post, prior = outs["post"], outs["prior"]
+            saved["embed"] = outs["embed"].numpy()
+            for name, state in (("post", post), ("prior", prior)):
+                stats = [state["logit"]] if "logit" in state else [state["mean"], state["std"]]
+                saved[f"{name}_stats"] = np.concatenate([x.numpy().reshape(*x.shape[:2], -1) for x in stats], -1)
+            saved["kl_loss"] = metrics["kl_loss"].numpy()
+            for key in ("image", "reward", "discount"):
+                if f"{key}_loss" in metrics:
+                    saved[f"{key}_loss"] = metrics[f"{key}_loss"].numpy()
+            seq = captured["seq"]
+            for key in ("feat", "action", "discount"):
+                saved[f"imag_{key}"] = seq[key].numpy()
+            saved["lambda_return"] = captured["target"][0].numpy()
 
     # The prior alone, from the last posterior state, for fixed actions (the open-loop prediction path).
     draws.set("prior", latent(inputs["draw_imagine_prior"]))
-    start = {k: v[:, -1] for k, v in post.items()}
+    start = {k: v[:, -1] for k, v in captured["wm"][2]["post"].items()}
     imagined = wm.rssm.imagine(tf.convert_to_tensor(inputs["imagine_action"]), start)
     saved["fixed_action_feat"] = wm.rssm.get_feat(imagined).numpy()
     left = draws.left()
     if left:
         raise RuntimeError(f"fixed draws not used by the official imagination: {left}")
+
+    # The slow critic's schedule on to counter 202: the critic's weights scaled by 1 + 1e-3 * counter
+    # before each call, so every copy (and any wrong one) leaves its own weights behind.
+    critic = official_variables(common, parts["critic"])
+    trained = {p: v.numpy() for p, v in critic.items()}
+    for counter in range(UPDATES, SLOW_CHECKS[-1] + 1):
+        for p, v in critic.items():
+            v.assign(trained[p] * (1 + 1e-3 * counter))
+        ac.update_slow_target()
+        if counter in SLOW_CHECKS:
+            target_critic = official_variables(common, {"target_critic": ac._target_critic})
+            saved.update({f"slow/{counter}/{p}": v.numpy() for p, v in target_critic.items()})
+    # The draws changed by break_near_ties, for ours.
+    pristine = np.load(workdir / "inputs.npz")
+    saved.update({f"draws/{k}": v for k, v in inputs.items() if "draw" in k and not np.array_equal(v, pristine[k])})
+    saved["ties"] = np.array(draws.ties)
     np.savez(workdir / "official.npz", **saved)
 
 
@@ -482,36 +565,40 @@ def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list
 
 
 def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, batch: int, length: int, seed: int):
-    """The batch (official layout: images B x T x H x W x C) and the fixed uniforms of every sampler."""
+    """Each update's batch (official layout: images B x T x H x W x C) and the fixed uniforms of every
+    sampler, keyed ``<update>/<name>``; the fixed actions and draws of the open-loop imagination."""
     rng = np.random.default_rng(seed)
     b, t, h = batch, length, run.behavior.horizon
     latent = components["latent"]
     shape = (latent["variables"], latent["classes"]) if latent["name"] == "categorical" else (latent["size"],)
-    if discrete:
-        action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
-        imagine_action = np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
-    else:
-        action = rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
-        imagine_action = rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
-    is_first = np.zeros((b, t), bool)
-    is_first[:, 0] = True
-    is_first[0, t // 2] = True  # an episode start inside a sequence: the state resets there
-    is_terminal = np.zeros((b, t), bool)
-    is_terminal[0, t // 2 - 1] = True
-    action[is_first] = 0.0
     uniform = lambda *shape: rng.uniform(LOW, HIGH, shape).astype(np.float32)  # noqa: E731
-    return {
-        "image": rng.integers(0, 256, (b, t, *image_shape), dtype=np.uint8),
-        "action": action,
-        "reward": rng.normal(0, 1, (b, t)).astype(np.float32),
-        "is_first": is_first,
-        "is_terminal": is_terminal,
-        "imagine_action": imagine_action,
-        "draw_post": uniform(t, b, *shape),
-        "draw_imagine_prior": uniform(t, b, *shape),
-        "draw_behavior_prior": uniform(h, b * t, *shape),
-        "draw_behavior_action": uniform(h, b * t, action_dim),
-    }
+
+    def actions():
+        if discrete:
+            return np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
+        return rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
+
+    inputs = {"imagine_action": actions(), "draw_imagine_prior": uniform(t, b, *shape)}
+    for update in range(1, UPDATES + 1):
+        is_first = np.zeros((b, t), bool)
+        is_first[:, 0] = True
+        is_first[update % b, t // 2] = True  # an episode start inside a sequence: the state resets there
+        is_terminal = np.zeros((b, t), bool)
+        is_terminal[update % b, t // 2 - 1] = True
+        action = actions()
+        action[is_first] = 0.0
+        batch_inputs = {
+            "image": rng.integers(0, 256, (b, t, *image_shape), dtype=np.uint8),
+            "action": action,
+            "reward": rng.normal(0, 1, (b, t)).astype(np.float32),
+            "is_first": is_first,
+            "is_terminal": is_terminal,
+            "draw_post": uniform(t, b, *shape),
+            "draw_behavior_prior": uniform(h, b * t, *shape),
+            "draw_behavior_action": uniform(h, b * t, action_dim),
+        }
+        inputs.update({f"{update}/{k}": v for k, v in batch_inputs.items()})
+    return inputs
 
 
 class WeightMap:
@@ -655,20 +742,6 @@ def weight_map(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
     return m
 
 
-GROUPS = {  # module -> our parameter name prefix
-    "encoder": "world_model.encoder.",
-    "rssm img_in": "world_model.rssm.img_in.",
-    "rssm GRU": "world_model.rssm.cell.",
-    "rssm prior head": "world_model.rssm.img_out.",
-    "rssm posterior head": "world_model.rssm.obs_out.",
-    "decoder": "world_model.decoder.",
-    "reward head": "world_model.reward_head.",
-    "discount head": "world_model.discount_head.",
-    "actor": "behavior.actor.",
-    "critic": "behavior.critic.",
-}
-
-
 @contextmanager
 def shared_torch_draws(draws: Draws):
     """Make torch's random sources read ``draws`` as :func:`share_random_draws` makes TFP's.
@@ -709,24 +782,28 @@ def shared_torch_draws(draws: Draws):
 
 
 def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
-    """Ours with the official weights on the same batch and draws: (results, gradients, weight map)."""
+    """Ours with the official initial weights, trained ``UPDATES`` times on the same batches and
+    draws through ``Dreamer.training_step``: (results by the official keys, weight map, permutations)."""
+    from types import SimpleNamespace
     from unittest import mock
 
     import torch
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.utilities import GradClipAlgorithmType
 
     import recipes.behavior as behavior_module
-    from recipes.behavior import Behavior
-    from recipes.world_model import WorldModel
+    from components.envs import EnvInfo
+    from recipes.dreamer import Dreamer
 
     torch.manual_seed(spec["seed"])
     image_chw = (spec["image_shape"][2], *spec["image_shape"][:2])
-    action_dim, discrete = spec["action_dim"], spec["discrete"]
-    wm = WorldModel(run.model, components, {"image": image_chw}, action_dim, run.behavior.discount)
-    behavior = Behavior(run.behavior, components["actor_grad"], wm.rssm.feat_dim, action_dim, discrete)
+    info = EnvInfo({"image": image_chw}, spec["action_dim"], spec["discrete"], action_repeat=1)
+    agent = Dreamer(run, components, info)
+    wm, behavior = agent.world_model, agent.behavior
     with torch.no_grad():
         embed_chw = tuple(wm.encoder.parts["conv"].net[:-1](torch.zeros(1, *image_chw)).shape[1:])
     perms = permutations(wm.latent.size, wm.rssm.deter, embed_chw)
-    weights_in_ours = weight_map(wm, behavior, weights, discrete, perms)
+    weights_in_ours = weight_map(wm, behavior, weights, spec["discrete"], perms)
     weights_in_ours.load()
 
     draws = Draws(spec["seed"])
@@ -743,11 +820,37 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
 
     rssm.obs_step, rssm.img_step = obs_step_in_role, img_step_in_role
 
-    captured = {}
-    observe, imagine, lambda_return = rssm.observe, behavior.imagine, behavior_module.lambda_return
+    # Lightning's side of a training step, which needs a fitting trainer: the fp32 strategy's
+    # backward is loss.backward(), its clip Lightning's own fp32 plugin. The clip keeps each
+    # gradient first (before clipping, as the official recording) and the backward each loss.
+    names = {id(p): n for n, p in weights_in_ours.params.items()}
+    parts = ("model", "actor", "critic")
+    optimizers = agent.configure_optimizers()
+    ours: dict[str, np.ndarray] = {}
+    update, losses = 0, []
 
-    def observe_kept(*args, **kwargs):
-        captured["observe"] = out = observe(*args, **kwargs)
+    def backward(loss):
+        losses.append(loss.item())
+        loss.backward()
+
+    def clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm):
+        for p in optimizer.param_groups[0]["params"]:
+            ours[f"grad/{update}/{names[id(p)]}"] = np.zeros(p.shape) if p.grad is None else p.grad.double().numpy()
+        Precision().clip_gradients(optimizer, gradient_clip_val, GradClipAlgorithmType(gradient_clip_algorithm))
+
+    agent.optimizers, agent.manual_backward, agent.clip_gradients = lambda: optimizers, backward, clip_gradients
+    agent.log_update, agent.experience = lambda metrics: None, SimpleNamespace(global_steps=spec["step"])
+
+    captured = {}
+    model_loss, observe, imagine, lambda_return = wm.loss, rssm.observe, behavior.imagine, behavior_module.lambda_return
+
+    def model_loss_kept(*args, **kwargs):
+        captured["model_loss"] = out = model_loss(*args, **kwargs)
+        return out
+
+    def observe_kept(embed, *args, **kwargs):
+        captured["embed"] = embed
+        captured["observe"] = out = observe(embed, *args, **kwargs)
         return out
 
     def imagine_kept(*args, **kwargs):
@@ -759,30 +862,47 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         captured["discount"] = args[2]
         return out
 
-    rssm.observe, behavior.imagine = observe_kept, imagine_kept
-    image = torch.as_tensor(inputs["image"]).permute(0, 1, 4, 2, 3)
-    batch = {"image": image, **{k: torch.as_tensor(inputs[k]) for k in ("action", "reward", "is_first", "is_terminal")}}
-    draws.set("post", inputs["draw_post"])
-    draws.set("prior", inputs["draw_behavior_prior"])
-    draws.set("action", inputs["draw_behavior_action"])
-    named = {"world_model": wm, "behavior": behavior}
-    params = {f"{n}.{k}": p for n, m in named.items() for k, p in m.named_parameters()}
-    grads = {}
-
-    def grads_of(loss, prefix):
-        chosen = {k: p for k, p in params.items() if k.startswith(prefix) and p.requires_grad}
-        got = torch.autograd.grad(loss, list(chosen.values()), retain_graph=True, allow_unused=True)
-        grads.update({k: torch.zeros_like(p) if g is None else g for (k, p), g in zip(chosen.items(), got)})
-
+    wm.loss, rssm.observe, behavior.imagine = model_loss_kept, observe_kept, imagine_kept
+    numpy = lambda x: x.detach().double().numpy()  # noqa: E731
     with shared_torch_draws(draws), mock.patch.object(behavior_module, "lambda_return", lambda_return_kept):
-        model_loss, post, metrics = wm.loss(batch)
-        grads_of(model_loss, "world_model.")
-        actor_loss, critic_loss, _ = behavior.loss(wm, post, batch["is_terminal"], 0)
-        grads_of(actor_loss, "behavior.actor.")
-        grads_of(critic_loss, "behavior.critic.")
-        left = draws.left()
-        if left:
-            raise RuntimeError(f"fixed draws not used by our update: {left}")
+        for update in range(1, UPDATES + 1):
+            image = torch.as_tensor(inputs[f"{update}/image"]).permute(0, 1, 4, 2, 3)
+            keys = ("action", "reward", "is_first", "is_terminal")
+            batch = {"image": image, **{k: torch.as_tensor(inputs[f"{update}/{k}"]) for k in keys}}
+            draws.set("post", inputs[f"{update}/draw_post"])
+            draws.set("prior", inputs[f"{update}/draw_behavior_prior"])
+            draws.set("action", inputs[f"{update}/draw_behavior_action"])
+            losses.clear()
+            agent.training_step(batch, update - 1)
+            ours.update({f"loss/{update}/{part}": loss for part, loss in zip(parts, losses, strict=True)})
+            left = draws.left()
+            if left:
+                raise RuntimeError(f"fixed draws not used by our update {update}: {left}")
+            ours.update({f"weight/{update}/{n}": numpy(p) for n, p in weights_in_ours.params.items()})
+            for optimizer in optimizers:
+                for p in optimizer.param_groups[0]["params"]:
+                    state = optimizer.state[p]
+                    ours[f"m/{update}/{names[id(p)]}"] = numpy(state["exp_avg"])
+                    ours[f"v/{update}/{names[id(p)]}"] = numpy(state["exp_avg_sq"])
+            _, post, metrics = captured["model_loss"]
+            _, prior_params = captured["observe"]
+            ours[f"kl_value/{update}"] = numpy(wm.latent.kl(post["params"], prior_params))
+            if update == 1:
+                seq = captured["seq"]
+                ours.update(
+                    embed=numpy(captured["embed"]),
+                    post_stats=numpy(latent_stats(wm.latent, post["params"])),
+                    prior_stats=numpy(latent_stats(wm.latent, prior_params)),
+                    kl_loss=numpy(metrics["model/kl_loss"] / components["kl"]["scale"]),
+                    imag_feat=numpy(seq["feat"]),
+                    imag_action=numpy(seq["action"]),
+                    imag_discount=numpy(captured["discount"]),
+                    lambda_return=numpy(captured["lambda_return"]),
+                )
+                for key in ("decoder", "reward", "discount"):
+                    if f"model/{key}_loss" in metrics:
+                        ours[{"decoder": "image"}.get(key, key) + "_loss"] = numpy(metrics[f"model/{key}_loss"])
+
         draws.set("prior", inputs["draw_imagine_prior"])
         with torch.no_grad():
             state = {k: v[:, -1] for k, v in post.items()}
@@ -790,34 +910,22 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             for t in range(inputs["imagine_action"].shape[1]):
                 state = rssm.img_step(state, torch.as_tensor(inputs["imagine_action"][:, t]))
                 feats.append(rssm.features(state))
+        ours["fixed_action_feat"] = numpy(torch.stack(feats, 1))
         left = draws.left()
         if left:
             raise RuntimeError(f"fixed draws not used by our imagination: {left}")
 
-    _, prior_params = captured["observe"]
-    seq = captured["seq"]
-    scale = components["kl"]["scale"]
-    ours = {
-        "embed": wm.encoder(batch),
-        "post_stats": latent_stats(wm.latent, post["params"]),
-        "prior_stats": latent_stats(wm.latent, prior_params),
-        "kl_value": wm.latent.kl(post["params"], prior_params),
-        "kl_loss": metrics["model/kl_loss"] / scale,
-        "model_loss": model_loss,
-        "fixed_action_feat": torch.stack(feats, 1),
-        "imag_feat": seq["feat"],
-        "imag_action": seq["action"],
-        "imag_discount": captured["discount"],
-        "lambda_return": captured["lambda_return"],
-        "loss/actor": actor_loss,
-        "loss/critic": critic_loss,
-    }
-    for key in ("decoder", "reward", "discount"):
-        if f"model/{key}_loss" in metrics:
-            ours[{"decoder": "image"}.get(key, key) + "_loss"] = metrics[f"model/{key}_loss"]
-    ours = {k: v.detach().double().numpy() for k, v in ours.items()}
-    grads = {k: v.detach().double().numpy() for k, v in grads.items()}
-    return ours, grads, weights_in_ours, perms
+    # The slow critic's schedule as the worker runs it; our update u is the official counter u - 1.
+    trained = [p.detach().clone() for p in behavior.critic.parameters()]
+    for counter in range(UPDATES, SLOW_CHECKS[-1] + 1):
+        with torch.no_grad():
+            for p, w in zip(behavior.critic.parameters(), trained):
+                p.copy_(w * (1 + 1e-3 * counter))
+        behavior.update_slow_critic(counter + 1)
+        if counter in SLOW_CHECKS:
+            for n, p in behavior.slow_critic.named_parameters():
+                ours[f"slow/{counter}/behavior.slow_critic.{n}"] = numpy(p)
+    return ours, weights_in_ours, perms
 
 
 def latent_stats(latent, params):
@@ -873,7 +981,15 @@ def summary(xs) -> str:
     return f"rms {np.sqrt(np.mean(np.concatenate([np.square(np.ravel(x)) for x in xs]))):.6g}"
 
 
-def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, perms, weights_in_ours: WeightMap):
+PARTS = {  # what each optimizer trains, by our parameter name prefix
+    "world model": "world_model.",
+    "actor": "behavior.actor.",
+    "critic": "behavior.critic.",
+}
+KINDS = {"grad": "gradients", "weight": "weights after", "m": "Adam m after", "v": "Adam v after"}
+
+
+def rows_for(case: str, official: dict, ours: dict, spec: dict, perms, weights_in_ours: WeightMap):
     """Every compared quantity of one case, as :func:`compare` rows."""
     feat_perm, embed_perm = perms
     rows = []
@@ -881,30 +997,41 @@ def rows_for(case: str, official: dict, ours: dict, grads: dict, spec: dict, per
     def add(name, o, u):
         rows.append(compare(f"{case}: {name}", {"": (o, u)}))
 
+    def tensors(kind: str, at: int, prefix: str) -> dict:
+        """Official and our arrays of ``kind`` at update (or counter) ``at`` under ``prefix``, in our layout."""
+        key = f"{kind}/{at}/"
+        moved = weights_in_ours.ours({k[len(key) :]: v for k, v in official.items() if k.startswith(key)})
+        moved = {n: v for n, v in moved.items() if n.startswith(prefix)}
+        mine = {k[len(key) :]: v for k, v in ours.items() if k.startswith(key + prefix)}
+        if set(moved) != set(mine):
+            raise RuntimeError(f"{key}{prefix}: on one side only: {sorted(set(moved) ^ set(mine))}")
+        return {n[len(prefix) :]: (moved[n], mine[n]) for n in mine}
+
     add("embedding", official["embed"][..., embed_perm], ours["embed"])
     stats = "logits" if spec["config"]["rssm.discrete"] else "mean, std"
     add(f"posterior {stats} [B,T]", official["post_stats"], ours["post_stats"])
     add(f"prior {stats} [B,T]", official["prior_stats"], ours["prior_stats"])
-    add("KL before balancing [B,T]", official["kl_value"], ours["kl_value"])
+    add("KL before balancing [B,T]", official["kl_value/1"], ours["kl_value/1"])
     add("KL loss after balancing and free nats", official["kl_loss"], ours["kl_loss"])
     for key in ("image", "reward", "discount"):
         if f"{key}_loss" in official or f"{key}_loss" in ours:
             add(f"{key} loss", official.get(f"{key}_loss", np.nan), ours.get(f"{key}_loss", np.nan))
-    add("world-model loss", official["model_loss"], ours["model_loss"])
-    add("features, fixed actions [B,H]", official["fixed_action_feat"][..., feat_perm], ours["fixed_action_feat"])
     add("imagined features (actor) [H+1,N]", official["imag_feat"][..., feat_perm], ours["imag_feat"])
     add("imagined actions [H+1,N]", official["imag_action"], ours["imag_action"])
     add("discounts [H+1,N]", official["imag_discount"][:-1], ours["imag_discount"])
     add("lambda-returns [H,N]", official["lambda_return"], ours["lambda_return"])
-    add("actor loss", official["loss/actor"], ours["loss/actor"])
-    add("critic loss", official["loss/critic"], ours["loss/critic"])
-    official_grads = weights_in_ours.ours({k[len("grad/") :]: v for k, v in official.items() if k.startswith("grad/")})
-    if set(official_grads) != set(grads):
-        raise RuntimeError(f"gradients of one side only: {sorted(set(official_grads) ^ set(grads))}")
-    for group, prefix in GROUPS.items():
-        tensors = {k[len(prefix) :]: (official_grads[k], grads[k]) for k in grads if k.startswith(prefix)}
-        if tensors:
-            rows.append(compare(f"{case}: gradients {group}", tensors))
+    for update in range(1, UPDATES + 1):
+        for part, name in (("model", "world-model"), ("actor", "actor"), ("critic", "critic")):
+            add(f"update {update}: {name} loss", official[f"loss/{update}/{part}"], ours[f"loss/{update}/{part}"])
+        for kind, what in KINDS.items():
+            for part, prefix in PARTS.items():
+                rows.append(compare(f"{case}: update {update}: {what}, {part}", tensors(kind, update, prefix)))
+        slow = tensors("weight", update, "behavior.slow_critic.")
+        rows.append(compare(f"{case}: update {update}: slow critic", slow))
+    add("features, fixed actions [B,H]", official["fixed_action_feat"][..., feat_perm], ours["fixed_action_feat"])
+    for counter in SLOW_CHECKS:
+        slow = tensors("slow", counter, "behavior.slow_critic.")
+        rows.append(compare(f"{case}: slow critic at counter {counter}", slow))
     return rows
 
 
@@ -926,8 +1053,8 @@ def package_dir(python: Path) -> Path:
     return Path(site) / "dreamerv2"
 
 
-def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
-    """Every row of ``case`` and the weight map's report."""
+def compare_case(case: str, python: Path, args) -> tuple[list, list[str], list[str]]:
+    """Every row of ``case``, the weight map's report and what else the case found."""
     recipe, overrides, section, ablation = CASES[case]
     run, components = compose_ours(recipe, args.size, [*overrides, *args.override])
     discrete = section == "atari"
@@ -944,6 +1071,7 @@ def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
         "batch": args.batch,
         "length": args.length,
         "seed": args.seed,
+        "step": STEP,
     }
     inputs = make_inputs(run, components, image_shape, action_dim, discrete, args.batch, args.length, args.seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -951,13 +1079,15 @@ def compare_case(case: str, python: Path, args) -> tuple[list, list[str]]:
         (workdir / "spec.json").write_text(json.dumps(spec))
         np.savez(workdir / "inputs.npz", **inputs)
         official = official_run(python, workdir)
-    weights = {k[len("weight/") :]: v for k, v in official.items() if k.startswith("weight/")}
-    ours, grads, weights_in_ours, perms = run_ours(run, components, inputs, weights, spec)
-    rows = rows_for(case, official, ours, grads, spec, perms, weights_in_ours)
+    weights = {k[len("weight/0/") :]: v for k, v in official.items() if k.startswith("weight/0/")}
+    inputs.update({k[len("draws/") :]: v for k, v in official.items() if k.startswith("draws/")})
+    ours, weights_in_ours, perms = run_ours(run, components, inputs, weights, spec)
+    rows = rows_for(case, official, ours, spec, perms, weights_in_ours)
     for key, o, u in config_rows(package, section, ablation, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
         rows.append((f"{case}: config {key}", o, u, 0, 0.0 if same else float("inf"), ""))
-    return rows, [f"{case}: {line}" for line in weights_in_ours.report()]
+    facts = [f"{case}: {int(official['ties'])} near ties (margin < {TIE}) broken toward the official class for ours"]
+    return rows, [f"{case}: {line}" for line in weights_in_ours.report()], facts
 
 
 def main() -> None:
@@ -975,11 +1105,11 @@ def main() -> None:
     if args.worker:
         return worker(args.worker)
     python = ensure_venv(args.venv, PINS, no_deps=[OFFICIAL])
-    rows, notes = [], []
+    rows, notes, facts = [], [], []
     for case in args.cases:
-        r, n = compare_case(case, python, args)
-        rows += r
-        notes += n
+        r, n, f = compare_case(case, python, args)
+        rows, notes, facts = rows + r, notes + n, facts + f
+    print("\n".join(facts), end="\n\n")
     if notes:
         print("weights that do not map one to one:")
         for line in notes:
