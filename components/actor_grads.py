@@ -11,7 +11,8 @@ rho = 1 is REINFORCE (Atari), rho = 0 dynamics backpropagation (continuous contr
 
 ``reinforce`` takes the log-probability of detached actions (official code since 6504715);
 ``mix`` (the official ``both``) does not detach them, so its REINFORCE term also passes a
-gradient through the straight-through or reparameterised action into the actor.
+gradient through a reparameterised continuous action into the actor (a one-hot action's
+log-probability stops it, as TensorFlow Probability's).
 """
 
 from __future__ import annotations

@@ -157,9 +157,9 @@ class SoftBernoulli(D.Bernoulli):
 class OneHot(D.OneHotCategoricalStraightThrough):
     """One-hot categorical whose ``mode`` is the one-hot argmax and ``rsample`` is straight-through.
 
-    ``log_prob(x) = sum(x * log_softmax(logits))``: the value torch gives for a one-hot ``x``, and
-    differentiable in ``x`` (as TensorFlow Probability's), so a straight-through action that is not
-    detached passes its gradient on (the official ``both`` actor gradient relies on it).
+    ``log_prob(x) = sum(sg(x) * log_softmax(logits))``: the value torch gives for a one-hot ``x``,
+    with no gradient into ``x``, as TensorFlow Probability's (it stops the gradient of its labels),
+    so a straight-through action passes none through its log-probability (the official ``both``).
     """
 
     @property
@@ -167,7 +167,7 @@ class OneHot(D.OneHotCategoricalStraightThrough):
         return F.one_hot(self.logits.argmax(-1), self.logits.shape[-1]).to(self.logits.dtype)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return (value * self.logits.log_softmax(-1)).sum(-1)
+        return (value.detach() * self.logits.log_softmax(-1)).sum(-1)
 
 
 class TruncatedNormal(D.Distribution):

@@ -580,22 +580,22 @@ def test_mix_at_rho_0_equals_dynamics_backprop(discrete):
         torch.testing.assert_close(a.grad, b.grad)
 
 
-def test_mix_reinforce_term_passes_the_action_gradient():
-    """The official ``both`` estimator takes log pi(a) of the action as sampled: with a straight-through
-    one-hot a = onehot + p - sg(p), p = softmax(z), d/dz [adv * sum(a * log_softmax(l))] is the softmax
-    Jacobian applied to g = adv * log_softmax(l): p * (g - p.g). REINFORCE detaches the action."""
-    logits = torch.tensor([[0.2, -0.4, 1.0]])
-    z = torch.tensor([[0.5, 0.1, -0.3]], requires_grad=True)
-    p = z.softmax(-1)
-    action = torch.tensor([[0.0, 1.0, 0.0]]) + p - p.detach()
+def test_mix_reinforce_term_passes_a_continuous_actions_gradient_not_a_one_hot_ones():
+    """The official ``both`` estimator takes log pi(a) of the action as sampled. A reparameterised
+    a = mu(z) passes d/dz [adv * log N(a; m, s)] = adv * -(a - m) / s^2; TensorFlow Probability's
+    one-hot log-probability stops the gradient of a straight-through a = onehot + p - sg(p).
+    REINFORCE detaches the action either way."""
     returns, baseline = torch.tensor([3.0]), torch.tensor([1.0])
-    Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline).sum().backward()
-    g = 2.0 * logits.log_softmax(-1)
-    torch.testing.assert_close(z.grad, p.detach() * (g - (p.detach() * g).sum(-1, keepdim=True)))
-    assert not Reinforce()(OneHot(logits=logits), action, returns, baseline).requires_grad  # no path to z
-    # the value is that of the one-hot action: log pi(a) * advantage
+    z = torch.tensor([0.5], requires_grad=True)
+    Mix(MixConfig(rho="1.0"))(D.Normal(torch.tensor([0.2]), 2.0), z * 1.0, returns, baseline).sum().backward()
+    torch.testing.assert_close(z.grad, 2.0 * -(0.5 - 0.2) / 4.0 * torch.ones(1))
+    logits = torch.tensor([[0.2, -0.4, 1.0]])
+    p = torch.tensor([[0.5, 0.1, -0.3]], requires_grad=True).softmax(-1)
+    action = torch.tensor([[0.0, 1.0, 0.0]]) + p - p.detach()
     value = Mix(MixConfig(rho="1.0"))(OneHot(logits=logits), action, returns, baseline)
-    torch.testing.assert_close(value, 2.0 * logits.log_softmax(-1)[:, 1])
+    assert not value.requires_grad  # no path to z
+    torch.testing.assert_close(value, 2.0 * logits.log_softmax(-1)[:, 1])  # log pi(a) * advantage
+    assert not Reinforce()(D.Normal(torch.tensor([0.2]), 2.0), z * 1.0, returns, baseline).requires_grad
 
 
 def test_estimator_objectives_by_hand():
