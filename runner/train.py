@@ -227,8 +227,9 @@ def make_replay(run: RunConfig, components: dict, directory: Path, seed: int):
     )
 
 
-def build(cfg: DictConfig):
-    """Validate ``cfg`` and build (agent, experience, trainer) without training.
+def build(cfg: DictConfig, validated: tuple[RunConfig, dict] | None = None):
+    """Validate ``cfg`` (unless ``validated``, :func:`validate`'s result, is given) and build (agent,
+    experience, trainer) without training.
 
     With several ranks (``train.devices`` x ``train.num_nodes``) every rank builds its own
     environments (seeded apart) and replay shard (``replay/`` on rank 0, ``replay_rank<r>/``
@@ -237,7 +238,7 @@ def build(cfg: DictConfig):
     from components.envs import env_info, make_vector_env
     from runner.experience import Experience
 
-    run, components = validate(cfg)  # every check, before anything is built or written
+    run, components = validated or validate(cfg)  # every check, before anything is built or written
     one_line_each()
     warn_devices(run.train.accelerator, run.train.devices)
     agent = registry.get("agent", run.agent)
@@ -279,14 +280,15 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict:
     ckpt, resume_from = None, cfg.get("resume_from")
     if cfg.get("resume"):
         cfg = resume_config(cfg.resume, overrides or [])
-    run, _ = validate(cfg)
+    validated = validate(cfg)
+    run = validated[0]
     command = "resume" if cfg.get("resume") else "train"
     with lock.hold(run.run_dir, command) if lock.launching_process() else nullcontext():
         if cfg.get("resume"):
             found = resume_checkpoint(cfg.run_dir, resume_from)  # the newest that loads (a corrupt one is named)
             ckpt = found[0] if found else None
             loggers.rewind(cfg, found[1].get("logs") if found else {})  # the logs continue from the checkpoint
-        module, experience, trainer = build(cfg)
+        module, experience, trainer = build(cfg, validated)
         try:
             trainer.fit(module, train_dataloaders=experience.batches(module.policy), ckpt_path=ckpt)
         finally:
