@@ -93,6 +93,9 @@ def test_each_element_is_compared_relative_to_itself_or_the_tensors_scale():
     ours.flat[np.argmax(np.abs(official))] *= 1 + 2e-4
     assert official_parity.rel_diff(official, ours)[0] > official_parity.TOL
     assert official_parity.rel_diff(np.zeros(3), np.array([0, 1e-30, 0]))[0] == np.inf
+    # a quantity on one side only (NaN on the other), or NaN on both, compares nothing: it fails
+    assert official_parity.rel_diff(np.float64(np.nan), np.float64(0.5))[0] == np.inf
+    assert official_parity.rel_diff(np.array([1.0, np.nan]), np.array([1.0, np.nan])) == (np.inf, (1,))
 
 
 def test_fixed_draws_go_to_their_role_in_order_and_the_discarded_prior_gets_fresh_ones():

@@ -947,7 +947,8 @@ def rel_diff(official, ours) -> tuple[float, tuple[int, ...]]:
 
     An element passes when this is at most the tolerance: relative to itself, or to a hundredth of
     the tensor's scale for the elements near zero, whose relative error fp32 arithmetic makes large.
-    A tensor of zeros has no scale: any nonzero element of ours is an infinite difference.
+    A tensor of zeros has no scale: any nonzero element of ours is an infinite difference, and so
+    is a non-finite element on either side (a NaN there compares as nothing, on one side or both).
     """
     official, ours = np.asarray(official, np.float64), np.asarray(ours, np.float64)
     if official.shape != ours.shape:
@@ -958,6 +959,7 @@ def rel_diff(official, ours) -> tuple[float, tuple[int, ...]]:
     diff = np.abs(ours - official)
     scale = np.maximum(np.abs(official), floor)
     ratio = np.divide(diff, scale, out=np.where(diff > 0, np.inf, 0.0), where=scale > 0)
+    ratio[~(np.isfinite(official) & np.isfinite(ours))] = np.inf
     where = np.unravel_index(np.argmax(ratio), ratio.shape)
     return float(ratio[where]), tuple(int(i) for i in where)
 
