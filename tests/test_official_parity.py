@@ -29,6 +29,28 @@ def test_feature_and_embedding_permutations_read_the_official_layout():
     assert official_flat[embed].tolist() == list(range(12))
 
 
+def test_the_mlp_encoders_outputs_follow_the_conv_encoders_on_both_sides():
+    _, embed = official_parity.permutations(stoch=1, deter=1, embed_chw=(2, 1, 2), vector=3)
+    assert embed.tolist() == [0, 2, 1, 3, 4, 5, 6]
+    _, vector_only = official_parity.permutations(stoch=1, deter=1, embed_chw=None, vector=3)
+    assert vector_only.tolist() == [0, 1, 2]
+
+
+def test_a_free_nats_case_is_refused_unless_they_clip_some_kl_values_and_not_all():
+    config = {"kl.free": 0.2, "kl.balance": 0.8, "kl.free_avg": False}
+    config.update({f"{part}_opt.clip": 100.0 for part in ("model", "actor", "critic")})
+    official = {f"grad_norm/{u}/{part}": np.float32(1.0) for u in (1, 2, 3) for part in ("model", "actor", "critic")}
+    official["ties"] = np.array(0)
+    some = np.array([[0.1, 0.3], [0.5, 0.05]])
+    facts = lambda kl: official_parity.case_facts(  # noqa: E731
+        {**official, **{f"kl_value/{u}": kl for u in (1, 2, 3)}}, {"config": config}, {}
+    )
+    assert facts(some)[0] == "free nats 0.2 clip 50%, 50%, 50% of the [B,T] KL values in updates 1-3"
+    for kl in (some + 1, some / 10):  # none clipped, all clipped
+        with pytest.raises(official_parity.Refused, match="must flow past"):
+            facts(kl)
+
+
 def test_dense_kernels_map_onto_one_linear_with_permuted_inputs_and_so_do_their_gradients():
     rng = np.random.default_rng(0)
     kernel, bias = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)
@@ -178,8 +200,8 @@ def test_the_launcher_becomes_the_official_run_so_a_sigterm_reaches_it(monkeypat
     assert calls == [(str(python), worker)]
 
 
-@pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1 min
-def test_official_parity_passes_for_the_atari_and_dmc_recipes():
+@pytest.mark.slow  # installs TensorFlow and dreamerv2 2.2.0 into runs/official-venv on the first run, then ~1.5 min
+def test_official_parity_passes_for_every_case():
     out = subprocess.run(
         [sys.executable, "verify/official_parity.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )

@@ -1,33 +1,51 @@
 """Number-by-number parity of dreamerkit's DreamerV2 with the official implementation (PyPI ``dreamerv2==2.2.0``).
 
-    python verify/official_parity.py                        # every case, tiny size
+    python verify/official_parity.py                        # every case, tiny size, batch 3 x 8
+    python verify/official_parity.py --size small --batch 16 --length 50   # every case, 16 x 50
     python verify/official_parity.py --cases dmc --size small
 
-For each case (``atari``: recipe dreamerv2_atari, REINFORCE, discount head; ``dmc``:
-dreamerv2_dmc, dynamics backpropagation, no discount head; the paper's ablations
-``atari_nokl``, plain KL, and ``atari_gaussian``, Gaussian latent with the official sigmoid2
-std) both implementations are built at ``--size`` from the same config, the official initial
-weights are copied into ours, and both are trained ``UPDATES`` (3) times, each update on its own
-batch (``--batch`` x ``--length`` random frames, actions, rewards, episode starts and terminals)
-with the same random draws: every categorical sample (posterior, prior, one-hot action) is the
-argmax of the logits plus Gumbel noise made from one fixed uniform tensor, every
-truncated-normal action the inverse CDF of one, and every Gaussian sample mean + std * (the
-normal inverse CDF of one), on both sides. Then it compares, fp32:
+For each case (``CASES``: ``atari``, recipe dreamerv2_atari, REINFORCE, discount head;
+``atari_nokl``, the plain-KL ablation, free nats 0.2 on each value and discrete exploration
+noise; ``atari_gaussian``, the Gaussian-latent ablation with the official sigmoid2 std and free
+nats per value; ``atari_mix``, our ``actor_grad=mix`` (rho 0.9) against the official ``both``
+on discrete actions; ``dmc``, dreamerv2_dmc, dynamics backpropagation, no discount head, the
+world-model and critic gradients clipped at norm 1, free nats and continuous exploration noise;
+``dmc_proprio``, vector observations through the MLP encoder and decoder, ``mix`` on continuous
+actions) both implementations are built at ``--size`` from the same config, the official initial
+weights are copied into ours, and both are trained ``UPDATES`` (3) times, each update on its
+own batch (``--batch`` x ``--length`` random observations, actions, rewards, episode starts and
+terminals) with the same random draws: every categorical sample (posterior, prior, one-hot action, discrete action
+noise) is the argmax of the logits plus Gumbel noise made from one fixed
+uniform tensor, every truncated-normal action the inverse CDF of one, and every Gaussian sample
+(the Gaussian latent, continuous action noise) mean + std * (the normal inverse CDF of one), on
+both sides. Then it compares, fp32:
 
 - in the first update: the embedding, the posterior and prior parameters over the whole
   sequence, the KL before balancing and the KL loss after balancing and free nats (before its
-  scale), every reconstruction/reward/discount loss term; the imagined features and actions,
-  the discounts and the lambda-returns of the actor-critic update;
+  scale), the reconstruction loss (summed over the observation keys), the reward and discount
+  losses; the imagined features and actions, the discounts and the lambda-returns of the
+  actor-critic update;
 - after each update: the world-model, actor and critic losses, the gradient of every variable
   (before clipping), every weight and both Adam moments of every variable (each moved into our
-  layout by the weight map), the slow critic's weights;
+  layout by the weight map), the slow critic's weights. Each optimizer steps from the official
+  gradients and each update starts from the official weights (see :func:`run_ours`), so every
+  update compares ours on the same state, and rounding does not carry from one to the next;
 - the features the prior imagines from the last posterior state for ``--length`` fixed actions;
+- acting: ``policy`` on the first batch's observations, step by step from no state, in each
+  official mode (``explore``, ``train``, ``eval``; ours ``explore``, ``explore`` and ``mode``),
+  with the same fixed draws for the posterior, the action and its exploration noise: the
+  actions and the carried deterministic and stochastic states;
 - the slow critic along its schedule to the official counter 202 (copies at 0, 100 and 200: after
   our updates 1, 101 and 201): after the three updates, each call of the official
   ``update_slow_target`` and of our ``update_slow_critic`` is preceded by setting the critic to
   its trained weights times ``1 + 1e-3 * counter``, and the slow critics are compared at the
   counters ``SLOW_CHECKS`` around each copy;
 - the config values the official config section and our recipe should share.
+
+A case that cannot show what it is there for is refused (``parity: FAIL``): free nats that clip
+every KL value or none. Before the table the harness lists, per case, the share of KL values the
+free nats clip, the gradient norms and the updates the optimizers clipped, and the near ties
+broken.
 
 Every tensor is compared element by element: an element's relative difference is
 ``|ours - official| / max(|official|, FLOOR * rms(official))``, ``rms`` the root mean square of
@@ -106,6 +124,7 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from venvs import ensure_venv
@@ -113,12 +132,66 @@ from venvs import ensure_venv
 ROOT = Path(__file__).resolve().parent.parent
 PINS = ["tensorflow-cpu==2.21.0", "tensorflow-probability==0.25.0", "tf-keras==2.21.0", "ruamel.yaml==0.17.40"]
 OFFICIAL = "dreamerv2==2.2.0"
-# name -> (our recipe, our overrides, official config section, the ablation's official keys); Atari: discrete actions
-CASES = {
-    "atari": ("dreamerv2_atari", [], "atari", {}),
-    "atari_nokl": ("dreamerv2_atari_nokl", [], "atari", {"kl.balance": 0.5}),
-    "atari_gaussian": ("dreamerv2_atari", ["latent=gaussian"], "atari", {"rssm.discrete": False}),
-    "dmc": ("dreamerv2_dmc", [], "dmc_vision", {}),
+
+
+class Case(NamedTuple):
+    """One comparison: our recipe with ``overrides`` beside the official config ``section`` with the
+    official keys ``official`` set (the paper ablation's and the overrides' own, in official terms)."""
+
+    recipe: str
+    overrides: list[str]
+    section: str
+    official: dict
+    obs: dict  # observation key -> shape in the official layout (H, W, C images; D vectors)
+
+
+FREE = 0.2  # free nats of the cases that test them: some [b, t] KL values lie below, some above
+# (the vector observations' KL starts higher: 0.5 there)
+ATARI, DMC = {"image": (64, 64, 1)}, {"image": (64, 64, 3)}
+PROPRIO = {"position": (5,), "velocity": (4,)}
+CASES = {  # the action space follows the section: Atari's 6 discrete actions, DMC's 2 continuous ones
+    "atari": Case("dreamerv2_atari", [], "atari", {}, ATARI),
+    "atari_nokl": Case(  # plain KL clips each [b, t] value; discrete exploration noise
+        "dreamerv2_atari_nokl",
+        [f"kl.free={FREE}", "behavior.expl_noise=0.3"],
+        "atari",
+        {"kl.balance": 0.5, "kl.free": FREE, "expl_noise": 0.3},
+        ATARI,
+    ),
+    "atari_gaussian": Case(  # balanced KL with free nats per value
+        "dreamerv2_atari",
+        ["latent=gaussian", f"kl.free={FREE}", "kl.free_avg=false"],
+        "atari",
+        {"rssm.discrete": False, "kl.free": FREE, "kl.free_avg": False},
+        ATARI,
+    ),
+    "atari_mix": Case(  # the official actor_grad both on discrete actions
+        "dreamerv2_atari", ["actor_grad=mix", "actor_grad.rho=0.9"], "atari", {"actor_grad": "both"}, ATARI
+    ),
+    "dmc": Case(  # clipped world-model and critic gradients; continuous exploration noise
+        "dreamerv2_dmc",
+        [f"kl.free={FREE}", "kl.free_avg=false", "behavior.expl_noise=0.3"]
+        + ["model.opt.clip=1", "behavior.critic_opt.clip=1"],
+        "dmc_vision",
+        {"kl.free": FREE, "kl.free_avg": False, "expl_noise": 0.3, "model_opt.clip": 1, "critic_opt.clip": 1},
+        DMC,
+    ),
+    "dmc_proprio": Case(  # vector observations (MLP encoder and decoder), mix on continuous actions
+        "dreamerv2_dmc",
+        [
+            "kl.free=0.5",
+            "kl.free_avg=false",
+            "actor_grad=mix",
+            "actor_grad.rho=0.9",
+        ],
+        "dmc_proprio",
+        {
+            "kl.free": 0.5,
+            "kl.free_avg": False,
+            "actor_grad": "both",
+        },
+        PROPRIO,
+    ),
 }
 LOW, HIGH = 1e-3, 1 - 1e-3  # range of the fixed uniforms: no sample sits on a bound
 
@@ -323,9 +396,16 @@ def worker(workdir: Path) -> None:
             return img_step(self, *args, **kwargs)
 
     rssm_cls.obs_step, rssm_cls.img_step = obs_step_in_role, img_step_in_role
+    action_noise = common.action_noise
 
-    shape = tuple(spec["image_shape"])
-    obs_space = {"image": _Space(shape)}  # the encoder takes the batch shape from the first key
+    def action_noise_in_role(*args, **kwargs):
+        with draws.role("noise"):
+            return action_noise(*args, **kwargs)
+
+    common.action_noise = action_noise_in_role
+
+    # The observations first: the encoder takes the batch shape from the first key.
+    obs_space = {key: _Space(shape) for key, shape in spec["obs"].items()}
     obs_space.update({k: _Space(()) for k in ("reward", "is_first", "is_last", "is_terminal")})
     act_space = {"action": _Space((spec["action_dim"],), spec["action_dim"] if spec["discrete"] else None)}
     agnt = agent.Agent(config, obs_space, act_space, common.Counter(spec["step"]))
@@ -364,7 +444,9 @@ def worker(workdir: Path) -> None:
                         saved[f"grad/{update}/{paths[id(v)]}"] = grad
                     return grads
 
-            return self.optimizer(Tape(), loss, modules)
+            metrics = self.optimizer(Tape(), loss, modules)
+            saved[f"grad_norm/{update}/{self.name}"] = metrics[f"{self.name}_grad_norm"].numpy()
+            return metrics
 
         def moments(self) -> dict:
             """Keras Adam's first and second moments of every variable, by path."""
@@ -400,7 +482,7 @@ def worker(workdir: Path) -> None:
     latent = (lambda draws: draws) if spec["config"]["rssm.discrete"] else (lambda draws: draws.swapaxes(-1, -2))
 
     for update in range(1, UPDATES + 1):
-        keys = ("image", "action", "reward", "is_first", "is_terminal")
+        keys = (*spec["obs"], "action", "reward", "is_first", "is_terminal")
         data = {k: tf.convert_to_tensor(inputs[f"{update}/{k}"]) for k in keys}
         draws.set("post", latent(inputs[f"{update}/draw_post"]))
         draws.set("prior", latent(inputs[f"{update}/draw_behavior_prior"]))
@@ -421,7 +503,8 @@ def worker(workdir: Path) -> None:
                 stats = [state["logit"]] if "logit" in state else [state["mean"], state["std"]]
                 saved[f"{name}_stats"] = np.concatenate([x.numpy().reshape(*x.shape[:2], -1) for x in stats], -1)
             saved["kl_loss"] = metrics["kl_loss"].numpy()
-            for key in ("image", "reward", "discount"):
+            saved["decoder_loss"] = sum(metrics[f"{key}_loss"].numpy() for key in spec["obs"])
+            for key in ("reward", "discount"):
                 if f"{key}_loss" in metrics:
                     saved[f"{key}_loss"] = metrics[f"{key}_loss"].numpy()
             seq = captured["seq"]
@@ -437,6 +520,26 @@ def worker(workdir: Path) -> None:
     left = draws.left()
     if left:
         raise RuntimeError(f"fixed draws not used by the official imagination: {left}")
+
+    # Acting on the first batch's observations, step by step, in each mode (eval: the actor's mode).
+    for mode in ("explore", "train", "eval"):
+        draws.set("post", latent(inputs["act/draw_post"]))
+        if mode != "eval":
+            draws.set("action", inputs["act/draw_action"])
+            if spec["config"]["expl_noise"]:
+                draws.set("noise", inputs["act/draw_noise"])
+        state, steps = None, []
+        for t in range(inputs["1/action"].shape[1]):
+            obs = {k: inputs[f"1/{k}"][:, t] for k in (*spec["obs"], "reward", "is_first", "is_terminal")}
+            outputs, state = agnt.policy({**obs, "is_last": np.zeros_like(obs["is_first"])}, state, mode)
+            latent_state, action = state
+            deter, stoch = (latent_state[k].numpy().reshape(len(action), -1) for k in ("deter", "stoch"))
+            steps.append((action.numpy(), deter, stoch))
+        for key, values in zip(("action", "deter", "stoch"), zip(*steps)):
+            saved[f"act/{mode}/{key}"] = np.stack(values, 1)
+        left = draws.left()
+        if left:
+            raise RuntimeError(f"fixed draws not used by the official policy ({mode}): {left}")
 
     # The slow critic's schedule on to counter 202: the critic's weights scaled by 1 + 1e-3 * counter
     # before each call, so every copy (and any wrong one) leaves its own weights behind.
@@ -498,10 +601,20 @@ def official_config(run, components) -> dict:
         "discount_lambda": behavior.lambda_,
         "imag_horizon": behavior.horizon,
         "actor_ent": behavior.ent_scale,
-        "actor_grad": components["actor_grad"]["name"],
+        "actor_grad": {"mix": "both"}.get(components["actor_grad"]["name"], components["actor_grad"]["name"]),
         "slow_target_update": behavior.slow_critic_every,
         "slow_target_fraction": behavior.slow_critic_fraction,
+        "expl_noise": behavior.expl_noise,
+        "encoder.mlp_layers": [size.mlp_units] * size.mlp_layers,
+        "decoder.mlp_layers": [size.mlp_units] * size.mlp_layers,
     }
+    if components["actor_grad"]["name"] == "mix":  # the official actor_grad_mix weighs dynamics: 1 - rho
+        from components.actor_grads import Schedule
+
+        rho = Schedule(components["actor_grad"]["rho"])
+        if rho.start != rho.end:
+            raise ValueError("the official actor_grad_mix (2.2.0) is a number: give actor_grad.rho one")
+        out["actor_grad_mix"] = 1 - rho.start
     if model.discount_head is not None:
         out["loss_scales.discount"] = model.loss_scales["discount"]
     for head in ("reward_head", "discount_head", "actor", "critic"):
@@ -554,7 +667,7 @@ def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list
                 official = float(official)
             except ValueError:
                 pass
-        if key in SIZE_KEYS or key in ("precision", "jit") or key.endswith((".layers", ".units")):
+        if key in SIZE_KEYS or key in ("precision", "jit") or key.endswith((".layers", ".units", ".mlp_layers")):
             continue
         if key == "kl.free_avg" and flat.get("kl.balance") == 0.5:
             continue  # the official plain KL clips each [b, t] value whatever free_avg says
@@ -564,9 +677,10 @@ def config_rows(package: Path, section: str, ablation: dict, ours: dict) -> list
     return rows
 
 
-def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, batch: int, length: int, seed: int):
+def make_inputs(run, components, obs: dict, action_dim: int, discrete: bool, batch: int, length: int, seed: int):
     """Each update's batch (official layout: images B x T x H x W x C) and the fixed uniforms of every
-    sampler, keyed ``<update>/<name>``; the fixed actions and draws of the open-loop imagination."""
+    sampler, keyed ``<update>/<name>``; the fixed actions and draws of the open-loop imagination and
+    of acting (``act/``: the first batch's observations, step by step)."""
     rng = np.random.default_rng(seed)
     b, t, h = batch, length, run.behavior.horizon
     latent = components["latent"]
@@ -578,7 +692,14 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
             return np.eye(action_dim, dtype=np.float32)[rng.integers(0, action_dim, (b, t))]
         return rng.uniform(-1, 1, (b, t, action_dim)).astype(np.float32)
 
+    def observation(key_shape):
+        if len(key_shape) == 3:
+            return rng.integers(0, 128, (b, t, *key_shape), dtype=np.uint8)
+        return rng.normal(0.5, 1, (b, t, *key_shape)).astype(np.float32)
+
     inputs = {"imagine_action": actions(), "draw_imagine_prior": uniform(t, b, *shape)}
+    inputs["act/draw_post"] = uniform(t, b, *shape)
+    inputs["act/draw_action"], inputs["act/draw_noise"] = uniform(t, b, action_dim), uniform(t, b, action_dim)
     for update in range(1, UPDATES + 1):
         is_first = np.zeros((b, t), bool)
         is_first[:, 0] = True
@@ -588,9 +709,9 @@ def make_inputs(run, components, image_shape, action_dim: int, discrete: bool, b
         action = actions()
         action[is_first] = 0.0
         batch_inputs = {
-            "image": rng.integers(0, 256, (b, t, *image_shape), dtype=np.uint8),
+            **{key: observation(key_shape) for key, key_shape in obs.items()},
             "action": action,
-            "reward": rng.normal(0, 1, (b, t)).astype(np.float32),
+            "reward": rng.normal(1, 1, (b, t)).astype(np.float32),
             "is_first": is_first,
             "is_terminal": is_terminal,
             "draw_post": uniform(t, b, *shape),
@@ -682,11 +803,11 @@ class WeightMap:
         if f"{norm_path}/gamma" in self.official and norms:  # without ours, the report lists them unused
             self.norm(norm_path, norms[0])
 
-    def mlp(self, prefix: str, net, in_perm, out_paths) -> None:
-        """Official dense{i}, norm{i} and output layers ``out_paths`` -> our ``nets.MLP``."""
+    def mlp(self, prefix: str, net, in_perm, out_paths, norms: str = "norm") -> None:
+        """Official dense{i}, <norms>{i} and output layers ``out_paths`` -> our ``nets.MLP``."""
         *blocks, out = list(net)
         for i, block in enumerate(blocks):
-            self.dense_block(f"{prefix}/dense{i}", f"{prefix}/norm{i}", block, in_perm if i == 0 else None)
+            self.dense_block(f"{prefix}/dense{i}", f"{prefix}/{norms}{i}", block, in_perm if i == 0 else None)
         self.linear(out_paths, out, in_perm if not blocks else None)
 
     def report(self) -> list[str]:
@@ -698,28 +819,48 @@ class WeightMap:
         return lines + [f"{name}: ours only, left at its init {tuple(self.params[name].shape)}" for name in unset]
 
 
-def permutations(stoch: int, deter: int, embed_chw: tuple) -> tuple[np.ndarray, np.ndarray]:
+def permutations(stoch: int, deter: int, embed_chw: tuple | None, vector: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """For each of our feature and embedding entries, the official one.
 
     Official features are concat(stoch, deter), ours concat(deter, stoch); the official conv
     encoder flattens its output as (height, width, channels), ours as (channels, height, width).
+    Both put the MLP encoder's ``vector`` outputs after the conv encoder's (``embed_chw``, if any).
     """
     feat = np.concatenate([np.arange(stoch, stoch + deter), np.arange(stoch)])
-    c, h, w = embed_chw
-    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
-    return feat, ((yy * w + xx) * c + cc).reshape(-1)
+    conv = np.zeros(0, int)
+    if embed_chw is not None:
+        c, h, w = embed_chw
+        cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+        conv = ((yy * w + xx) * c + cc).reshape(-1)
+    return feat, np.concatenate([conv, len(conv) + np.arange(vector)])
 
 
-def weight_map(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
+def our_permutations(wm, obs_space: dict) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`permutations` of our world model, whose encoder sees ``obs_space`` (our layout)."""
+    import torch
+
+    parts, embed_chw = wm.encoder.parts, None
+    if "conv" in parts:
+        image = next(shape for shape in obs_space.values() if len(shape) == 3)
+        with torch.no_grad():
+            embed_chw = tuple(parts["conv"].net[:-1](torch.zeros(1, *image)).shape[1:])
+    return permutations(wm.latent.size, wm.rssm.deter, embed_chw, parts["mlp"].out_dim if "mlp" in parts else 0)
+
+
+def weight_map(wm, behavior, weights: dict, spec: dict, perms) -> WeightMap:
     """Where our world model's and behavior's parameters come from among the official variables."""
     from torch import nn
 
     rssm, deter = wm.rssm, wm.rssm.deter
     feat_perm, embed_perm = perms
-    conv = wm.encoder.parts["conv"]
+    encoder, decoder = wm.encoder.parts, wm.decoder.parts
     m = WeightMap(weights, {"world_model": wm, "behavior": behavior})
-    for i, layer in enumerate(x for x in conv.net if isinstance(x, nn.Conv2d)):
-        m.conv(f"encoder/conv{i}", layer)
+    if "conv" in encoder:
+        for i, layer in enumerate(x for x in encoder["conv"].net if isinstance(x, nn.Conv2d)):
+            m.conv(f"encoder/conv{i}", layer)
+    if "mlp" in encoder:  # hidden layers only
+        for i, block in enumerate(encoder["mlp"].net):
+            m.dense_block(f"encoder/dense{i}", f"encoder/densenorm{i}", block)
     m.dense_block("rssm/img_in", "rssm/img_in_norm", rssm.img_in)
     m.linear("rssm/gru", rssm.cell.linear)
     if "rssm/gru_norm/gamma" in weights and isinstance(rssm.cell.norm, nn.LayerNorm):
@@ -729,14 +870,17 @@ def weight_map(wm, behavior, weights: dict, discrete: bool, perms) -> WeightMap:
     obs_perm = np.concatenate([np.arange(deter), deter + embed_perm])
     m.dense_block("rssm/obs_out", "rssm/obs_out_norm", rssm.obs_out[0], obs_perm)
     m.linear("rssm/obs_dist", rssm.obs_out[1])
-    decoder = wm.decoder.parts["conv"]
-    m.linear("decoder/convin", decoder.linear, feat_perm)
-    for i, layer in enumerate(x for x in decoder.net if isinstance(x, nn.ConvTranspose2d)):
-        m.conv(f"decoder/conv{i}", layer)
+    if "conv" in decoder:
+        m.linear("decoder/convin", decoder["conv"].linear, feat_perm)
+        for i, layer in enumerate(x for x in decoder["conv"].net if isinstance(x, nn.ConvTranspose2d)):
+            m.conv(f"decoder/conv{i}", layer)
+    if "mlp" in decoder:  # the official one output layer per key, ours one for all keys
+        outs = [f"decoder/dense_{key}/out" for key in decoder["mlp"].keys]
+        m.mlp("decoder", decoder["mlp"].net, feat_perm, outs, norms="densenorm")
     m.mlp("reward", wm.reward_head.net, feat_perm, "reward/out/out")
     if wm.discount_head is not None:
         m.mlp("discount", wm.discount_head.net, feat_perm, "discount/out/out")
-    m.mlp("actor", behavior.actor.net, feat_perm, ["actor/out/out"] + ([] if discrete else ["actor/out/std"]))
+    m.mlp("actor", behavior.actor.net, feat_perm, ["actor/out/out"] + ([] if spec["discrete"] else ["actor/out/std"]))
     m.mlp("critic", behavior.critic.net, feat_perm, "critic/out/out")
     m.mlp("target_critic", behavior.slow_critic.net, feat_perm, "target_critic/out/out")
     return m
@@ -781,30 +925,39 @@ def shared_torch_draws(draws: Draws):
         yield
 
 
-def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
+def run_ours(run, components, inputs: dict, official: dict, spec: dict):
     """Ours with the official initial weights, trained ``UPDATES`` times on the same batches and
-    draws through ``Dreamer.training_step``: (results by the official keys, weight map, permutations)."""
+    draws through ``Dreamer.training_step``, each step taken with the official gradients: (results
+    by the official keys, weight map, permutations)."""
     from types import SimpleNamespace
     from unittest import mock
 
     import torch
     from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.utilities import GradClipAlgorithmType
+    from tensordict import TensorDict
 
     import recipes.behavior as behavior_module
+    import recipes.dreamer as dreamer_module
     from components.envs import EnvInfo
     from recipes.dreamer import Dreamer
 
     torch.manual_seed(spec["seed"])
-    image_chw = (spec["image_shape"][2], *spec["image_shape"][:2])
-    info = EnvInfo({"image": image_chw}, spec["action_dim"], spec["discrete"], action_repeat=1)
+    ours_layout = {k: (s[2], s[0], s[1]) if len(s) == 3 else tuple(s) for k, s in spec["obs"].items()}  # images CHW
+    info = EnvInfo(ours_layout, spec["action_dim"], spec["discrete"], action_repeat=1)
     agent = Dreamer(run, components, info)
     wm, behavior = agent.world_model, agent.behavior
-    with torch.no_grad():
-        embed_chw = tuple(wm.encoder.parts["conv"].net[:-1](torch.zeros(1, *image_chw)).shape[1:])
-    perms = permutations(wm.latent.size, wm.rssm.deter, embed_chw)
-    weights_in_ours = weight_map(wm, behavior, weights, spec["discrete"], perms)
+    perms = our_permutations(wm, ours_layout)
+    weights_in_ours = weight_map(wm, behavior, arrays(official, "weight/0/"), spec, perms)
     weights_in_ours.load()
+
+    def observations(prefix: str, at=slice(None)) -> dict:
+        """Our layout of the observations ``<prefix><key>`` (images channels first), at time ``at``."""
+        out = {}
+        for key, shape in spec["obs"].items():
+            x = torch.as_tensor(inputs[prefix + key][:, at])
+            out[key] = x.movedim(-1, -3) if len(shape) == 3 else x
+        return out
 
     draws = Draws(spec["seed"])
     rssm = wm.rssm
@@ -819,10 +972,24 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             return img_step(*args, **kwargs)
 
     rssm.obs_step, rssm.img_step = obs_step_in_role, img_step_in_role
+    action_noise = dreamer_module.action_noise
+
+    def action_noise_in_role(*args, **kwargs):
+        with draws.role("noise"):
+            return action_noise(*args, **kwargs)
 
     # Lightning's side of a training step, which needs a fitting trainer: the fp32 strategy's
-    # backward is loss.backward(), its clip Lightning's own fp32 plugin. The clip keeps each
-    # gradient first (before clipping, as the official recording) and the backward each loss.
+    # backward is loss.backward(), its clip Lightning's own fp32 plugin. The backward keeps each
+    # loss; the clip keeps each gradient (before clipping, as the official recording), then puts
+    # the official one in its place, so that both optimizers step from the same gradients: Adam
+    # divides a gradient by its running scale, which turns the ~1e-4 rounding differences of a
+    # 16 x 50 batch's gradients into differences of up to 1e-2 in the steps of the parameters
+    # whose gradients are below its epsilon, and those would carry into the next update. For the
+    # same reason each update after the first starts from the official weights (ours are kept
+    # first): Keras' Adam takes its bias corrections from fp32 powers of beta_2 (1 - 0.999 is
+    # 1.3e-5 off in fp32), ours from Python floats, so a parameter's first steps differ by ~7e-6
+    # of themselves, and dynamics backpropagation through the imagined horizon grows that into
+    # gradient differences above 1e-4 by the third update (vector case, actor_grad=mix).
     names = {id(p): n for n, p in weights_in_ours.params.items()}
     parts = ("model", "actor", "critic")
     optimizers = agent.configure_optimizers()
@@ -834,8 +1001,10 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         loss.backward()
 
     def clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm):
+        theirs = weights_in_ours.ours(arrays(official, f"grad/{update}/"))
         for p in optimizer.param_groups[0]["params"]:
             ours[f"grad/{update}/{names[id(p)]}"] = np.zeros(p.shape) if p.grad is None else p.grad.double().numpy()
+            p.grad = torch.tensor(theirs[names[id(p)]])
         Precision().clip_gradients(optimizer, gradient_clip_val, GradClipAlgorithmType(gradient_clip_algorithm))
 
     agent.optimizers, agent.manual_backward, agent.clip_gradients = lambda: optimizers, backward, clip_gradients
@@ -863,12 +1032,16 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         return out
 
     wm.loss, rssm.observe, behavior.imagine = model_loss_kept, observe_kept, imagine_kept
+    ours_mode = {"explore": "explore", "train": "explore", "eval": "mode"}
     numpy = lambda x: x.detach().double().numpy()  # noqa: E731
-    with shared_torch_draws(draws), mock.patch.object(behavior_module, "lambda_return", lambda_return_kept):
+    with (
+        shared_torch_draws(draws),
+        mock.patch.object(behavior_module, "lambda_return", lambda_return_kept),
+        mock.patch.object(dreamer_module, "action_noise", action_noise_in_role),
+    ):
         for update in range(1, UPDATES + 1):
-            image = torch.as_tensor(inputs[f"{update}/image"]).permute(0, 1, 4, 2, 3)
             keys = ("action", "reward", "is_first", "is_terminal")
-            batch = {"image": image, **{k: torch.as_tensor(inputs[f"{update}/{k}"]) for k in keys}}
+            batch = {**observations(f"{update}/"), **{k: torch.as_tensor(inputs[f"{update}/{k}"]) for k in keys}}
             draws.set("post", inputs[f"{update}/draw_post"])
             draws.set("prior", inputs[f"{update}/draw_behavior_prior"])
             draws.set("action", inputs[f"{update}/draw_behavior_action"])
@@ -879,6 +1052,9 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
             if left:
                 raise RuntimeError(f"fixed draws not used by our update {update}: {left}")
             ours.update({f"weight/{update}/{n}": numpy(p) for n, p in weights_in_ours.params.items()})
+            with torch.no_grad():  # the next update starts from the official weights (see above)
+                for n, value in weights_in_ours.ours(arrays(official, f"weight/{update}/")).items():
+                    weights_in_ours.params[n].copy_(torch.as_tensor(value))
             for optimizer in optimizers:
                 for p in optimizer.param_groups[0]["params"]:
                     state = optimizer.state[p]
@@ -901,7 +1077,7 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
                 )
                 for key in ("decoder", "reward", "discount"):
                     if f"model/{key}_loss" in metrics:
-                        ours[{"decoder": "image"}.get(key, key) + "_loss"] = numpy(metrics[f"model/{key}_loss"])
+                        ours[f"{key}_loss"] = numpy(metrics[f"model/{key}_loss"])
 
         draws.set("prior", inputs["draw_imagine_prior"])
         with torch.no_grad():
@@ -914,6 +1090,24 @@ def run_ours(run, components, inputs: dict, weights: dict, spec: dict):
         left = draws.left()
         if left:
             raise RuntimeError(f"fixed draws not used by our imagination: {left}")
+
+        # Acting as the worker does; the official eval mode is our "mode", train and explore our "explore".
+        for mode in ("explore", "train", "eval"):
+            draws.set("post", inputs["act/draw_post"])
+            if mode != "eval":
+                draws.set("action", inputs["act/draw_action"])
+                if run.behavior.expl_noise:
+                    draws.set("noise", inputs["act/draw_noise"])
+            state, steps = None, []
+            for t in range(inputs["1/action"].shape[1]):
+                obs = {**observations("1/", t), "is_first": torch.as_tensor(inputs["1/is_first"][:, t])}
+                action, state = agent.policy(TensorDict(obs, batch_size=[len(obs["is_first"])]), state, ours_mode[mode])
+                steps.append((numpy(action), numpy(state[0]["deter"]), numpy(state[0]["stoch"])))
+            for key, values in zip(("action", "deter", "stoch"), zip(*steps)):
+                ours[f"act/{mode}/{key}"] = np.stack(values, 1)
+            left = draws.left()
+            if left:
+                raise RuntimeError(f"fixed draws not used by our policy ({mode}): {left}")
 
     # The slow critic's schedule as the worker runs it; our update u is the official counter u - 1.
     trained = [p.detach().clone() for p in behavior.critic.parameters()]
@@ -991,6 +1185,11 @@ PARTS = {  # what each optimizer trains, by our parameter name prefix
 KINDS = {"grad": "gradients", "weight": "weights after", "m": "Adam m after", "v": "Adam v after"}
 
 
+def arrays(saved: dict, prefix: str, keep: str = "") -> dict:
+    """The entries of ``saved`` under ``prefix``, by the rest of their key (``keep`` put back in front)."""
+    return {keep + k[len(prefix) :]: v for k, v in saved.items() if k.startswith(prefix)}
+
+
 def rows_for(case: str, official: dict, ours: dict, spec: dict, perms, weights_in_ours: WeightMap):
     """Every compared quantity of one case, as :func:`compare` rows."""
     feat_perm, embed_perm = perms
@@ -1002,9 +1201,8 @@ def rows_for(case: str, official: dict, ours: dict, spec: dict, perms, weights_i
     def tensors(kind: str, at: int, prefix: str) -> dict:
         """Official and our arrays of ``kind`` at update (or counter) ``at`` under ``prefix``, in our layout."""
         key = f"{kind}/{at}/"
-        moved = weights_in_ours.ours({k[len(key) :]: v for k, v in official.items() if k.startswith(key)})
-        moved = {n: v for n, v in moved.items() if n.startswith(prefix)}
-        mine = {k[len(key) :]: v for k, v in ours.items() if k.startswith(key + prefix)}
+        moved = {n: v for n, v in weights_in_ours.ours(arrays(official, key)).items() if n.startswith(prefix)}
+        mine = arrays(ours, key + prefix, keep=prefix)
         if set(moved) != set(mine):
             raise RuntimeError(f"{key}{prefix}: on one side only: {sorted(set(moved) ^ set(mine))}")
         return {n[len(prefix) :]: (moved[n], mine[n]) for n in mine}
@@ -1015,7 +1213,7 @@ def rows_for(case: str, official: dict, ours: dict, spec: dict, perms, weights_i
     add(f"prior {stats} [B,T]", official["prior_stats"], ours["prior_stats"])
     add("KL before balancing [B,T]", official["kl_value/1"], ours["kl_value/1"])
     add("KL loss after balancing and free nats", official["kl_loss"], ours["kl_loss"])
-    for key in ("image", "reward", "discount"):
+    for key in ("decoder", "reward", "discount"):
         if f"{key}_loss" in official or f"{key}_loss" in ours:
             add(f"{key} loss", official.get(f"{key}_loss", np.nan), ours.get(f"{key}_loss", np.nan))
     add("imagined features (actor) [H+1,N]", official["imag_feat"][..., feat_perm], ours["imag_feat"])
@@ -1031,6 +1229,9 @@ def rows_for(case: str, official: dict, ours: dict, spec: dict, perms, weights_i
         slow = tensors("weight", update, "behavior.slow_critic.")
         rows.append(compare(f"{case}: update {update}: slow critic", slow))
     add("features, fixed actions [B,H]", official["fixed_action_feat"][..., feat_perm], ours["fixed_action_feat"])
+    for mode in ("explore", "train", "eval"):
+        for key, what in (("action", "actions"), ("deter", "deterministic states"), ("stoch", "stochastic states")):
+            add(f"acting ({mode}): {what} [B,T]", official[f"act/{mode}/{key}"], ours[f"act/{mode}/{key}"])
     for counter in SLOW_CHECKS:
         slow = tensors("slow", counter, "behavior.slow_critic.")
         rows.append(compare(f"{case}: slow critic at counter {counter}", slow))
@@ -1055,41 +1256,66 @@ def package_dir(python: Path) -> Path:
     return Path(site) / "dreamerv2"
 
 
+class Refused(RuntimeError):
+    """A case that cannot show what it is there for (free nats that clip every KL value, or none)."""
+
+
 def compare_case(case: str, python: Path, args) -> tuple[list, list[str], list[str]]:
     """Every row of ``case``, the weight map's report and what else the case found."""
-    recipe, overrides, section, ablation = CASES[case]
+    recipe, overrides, section, official_keys, obs = CASES[case]
     run, components = compose_ours(recipe, args.size, [*overrides, *args.override])
     discrete = section == "atari"
-    image_shape = (64, 64, 1) if discrete else (64, 64, 3)
     action_dim = 6 if discrete else 2
+    seed = args.seed + list(CASES).index(case)  # each case its own weights, batches and draws
     package = package_dir(python)
     spec = {
         "package": str(package),
         "section": section,
         "config": official_config(run, components),
-        "image_shape": list(image_shape),
+        "obs": {k: list(v) for k, v in obs.items()},
         "action_dim": action_dim,
         "discrete": discrete,
-        "batch": args.batch,
-        "length": args.length,
-        "seed": args.seed,
+        "seed": seed,
         "step": STEP,
     }
-    inputs = make_inputs(run, components, image_shape, action_dim, discrete, args.batch, args.length, args.seed)
+    inputs = make_inputs(run, components, obs, action_dim, discrete, args.batch, args.length, seed)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         (workdir / "spec.json").write_text(json.dumps(spec))
         np.savez(workdir / "inputs.npz", **inputs)
         official = official_run(python, workdir)
-    weights = {k[len("weight/0/") :]: v for k, v in official.items() if k.startswith("weight/0/")}
-    inputs.update({k[len("draws/") :]: v for k, v in official.items() if k.startswith("draws/")})
-    ours, weights_in_ours, perms = run_ours(run, components, inputs, weights, spec)
+    inputs.update(arrays(official, "draws/"))
+    ours, weights_in_ours, perms = run_ours(run, components, inputs, official, spec)
     rows = rows_for(case, official, ours, spec, perms, weights_in_ours)
-    for key, o, u in config_rows(package, section, ablation, spec["config"]):
+    for key, o, u in config_rows(package, section, official_keys, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
         rows.append((f"{case}: config {key}", o, u, 0, 0.0 if same else float("inf"), ""))
-    facts = [f"{case}: {int(official['ties'])} near ties (margin < {TIE}) broken toward the official class for ours"]
+    facts = [f"{case}: {fact}" for fact in case_facts(official, spec, components)]
     return rows, [f"{case}: {line}" for line in weights_in_ours.report()], facts
+
+
+def case_facts(official: dict, spec: dict, components: dict) -> list[str]:
+    """What the case exercised, from the official side: the share of KL values the free nats clip
+    in each update (refused unless some are clipped and some not), the updates whose gradients the
+    optimizers clipped, the near ties broken."""
+    config, facts = spec["config"], []
+    if config["kl.free"] > 0:
+        per_value = config["kl.balance"] == 0.5 or not config["kl.free_avg"]  # the official rule
+        kl = [official[f"kl_value/{u}"] for u in range(1, UPDATES + 1)]
+        clipped = [float(np.mean((x if per_value else x.mean()) < config["kl.free"])) for x in kl]
+        what = "of the [B,T] KL values" if per_value else "of the batch-mean KL"
+        fact = (
+            f"free nats {config['kl.free']} clip {', '.join(f'{c:.0%}' for c in clipped)} {what} in updates 1-{UPDATES}"
+        )
+        if not all(0 < c < 1 for c in clipped):
+            raise Refused(f"{fact}: a KL gradient must flow past free nats that clip some values, not all or none")
+        facts.append(fact)
+    for part, name in (("model", "world model"), ("actor", "actor"), ("critic", "critic")):
+        norms = [float(official[f"grad_norm/{u}/{part}"]) for u in range(1, UPDATES + 1)]
+        clip, clipped = config[f"{part}_opt.clip"], sum(n > config[f"{part}_opt.clip"] for n in norms)
+        facts.append(f"{name} gradient norms {', '.join(f'{n:.3g}' for n in norms)}: clip {clip} in {clipped} updates")
+    facts.append(f"{int(official['ties'])} near ties (margin < {TIE}) broken toward the official class for ours")
+    return facts
 
 
 def main() -> None:
@@ -1109,7 +1335,11 @@ def main() -> None:
     python = ensure_venv(args.venv, PINS, no_deps=[OFFICIAL])
     rows, notes, facts = [], [], []
     for case in args.cases:
-        r, n, f = compare_case(case, python, args)
+        try:
+            r, n, f = compare_case(case, python, args)
+        except Refused as refused:
+            print(f"parity: FAIL ({case}: {refused})")
+            sys.exit(1)
         rows, notes, facts = rows + r, notes + n, facts + f
     print("\n".join(facts), end="\n\n")
     if notes:
