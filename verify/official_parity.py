@@ -12,9 +12,10 @@ on discrete actions; ``dmc``, dreamerv2_dmc, dynamics backpropagation, no discou
 world-model and critic gradients clipped at norm 1, free nats and continuous exploration noise;
 ``dmc_proprio``, vector observations through the MLP encoder and decoder, ``mix`` on continuous
 actions) both implementations are built at ``--size`` from the same config, the official initial
-weights are copied into ours, and both are trained ``UPDATES`` (3) times, each update on its
-own batch (``--batch`` x ``--length`` random observations, actions, rewards, episode starts and
-terminals) with the same random draws: every categorical sample (posterior, prior, one-hot action, discrete action
+weights (the reward head's output bias set to ``REWARD_BIAS``, see below) are copied into
+ours, and both are trained ``UPDATES`` (3) times, each update on its own batch (``--batch`` x
+``--length`` random observations, actions, rewards, episode starts and terminals) with the
+same random draws: every categorical sample (posterior, prior, one-hot action, discrete action
 noise) is the argmax of the logits plus Gumbel noise made from one fixed
 uniform tensor, every truncated-normal action the inverse CDF of one, and every Gaussian sample
 (the Gaussian latent, continuous action noise) mean + std * (the normal inverse CDF of one), on
@@ -103,6 +104,13 @@ What the harness instruments (the official code runs unchanged inside):
 - ``WorldModel.loss``, ``WorldModel.imagine`` and ``ActorCritic.target`` are wrapped to keep
   what they return (ours: ``WorldModel.loss``, ``RSSM.observe``, ``Behavior.imagine`` and
   ``lambda_return``).
+- the reward head's output bias starts at ``REWARD_BIAS`` (1) instead of 0: with the official
+  zero, the imagined rewards, the lambda-returns and the values all start near zero, and the
+  critic's gradient, a mean of residuals ``value - return`` of either sign, comes out ~80 times
+  smaller than its terms, so that the ~4e-6 fp32 differences of the imagined trajectories
+  alone made it differ by 4e-4 at 16 x 50 (size small; recomputed in float64 from each side's
+  own trajectories, each side's value came back). With rewards near 1 the residuals share a
+  sign and the same gradients agree to 1e-5.
 - near ties: where a categorical sample's best two classes are within ``TIE`` (1e-4) of each
   other on the official side, fp32 rounding of the logits could make ours pick the other one and
   send that trajectory elsewhere. The worker raises the winner's noise there by ``2 * TIE`` in
@@ -364,6 +372,7 @@ def share_random_draws(tf, draws: Draws) -> None:
     truncated_normal.tf.random.stateless_parameterized_truncated_normal = truncated
 
 
+REWARD_BIAS = 1.0  # the reward head's initial output bias on both sides (official: 0), see worker()
 STEP = 1_000_000  # the agent step the updates run at (the schedules' counter, e.g. actor_grad=mix's rho)
 UPDATES = 3  # real updates on both sides, every parameter and Adam moment compared after each
 SLOW_CHECKS = (3, 99, 100, 101, 199, 200, 201, 202)  # official slow-critic counter values checked after their call
@@ -477,6 +486,14 @@ def worker(workdir: Path) -> None:
         return out
 
     wm.loss, wm.imagine, ac.target = loss, imagine, target
+    # Every variable built first (Keras builds a layer at its first call, fresh draws), so that the
+    # reward head's output bias starts at REWARD_BIAS; ours copies it with the other initial weights.
+    first = {k: tf.convert_to_tensor(inputs[f"1/{k}"]) for k in (*spec["obs"], "action", "reward", "is_first")}
+    feat = wm.rssm.get_feat(wm_loss({**first, "is_terminal": tf.zeros_like(first["is_first"])})[1])
+    for head in (ac.actor, ac.critic, ac._target_critic):
+        head(feat)
+    official_variables(common, {"reward": wm.heads["reward"]})["reward/out/out/bias"].assign([REWARD_BIAS])
+    draws.ties = 0
     # TFP's MultivariateNormalDiag draws its standard normals as [event, batch] and transposes them
     # (tfd.Sample): the Gaussian latent's shared uniforms go in that layout.
     latent = (lambda draws: draws) if spec["config"]["rssm.discrete"] else (lambda draws: draws.swapaxes(-1, -2))
