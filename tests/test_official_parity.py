@@ -36,6 +36,31 @@ def test_the_mlp_encoders_outputs_follow_the_conv_encoders_on_both_sides():
     assert vector_only.tolist() == [0, 1, 2]
 
 
+def test_the_verdict_counts_distinct_numeric_quantities_and_config_values_apart():
+    compare, verdict = official_parity.compare, official_parity.verdict
+    a, b = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    slow = compare("c: update 1: slow critic", {"w": (a, a), "b": (b, b)})
+    rows = [
+        compare("c: loss", {"": (np.float32(3.0), np.float32(3.0))}),
+        slow,
+        compare("c: update 2: slow critic", {"w": (a, a), "b": (b, b)}),  # the same tensors: one quantity
+        compare("c: gradients", {"w": (a, a * (1 + 1e-6)), "b": (np.zeros(2), np.zeros(2))}),  # one zero tensor
+        compare("c: prior head gradients", {"w": (np.zeros(3), np.zeros(3))}),  # zero on both sides: cannot fail
+        compare("d: update 1: slow critic", {"w": (a, a), "b": (b, b)}),
+        official_parity.Row("c: config lr", 1e-4, 1e-4, 0, 0.0, ""),
+        official_parity.Row("d: config lr", 1e-4, 1e-4, 0, 0.0, ""),
+    ]
+    assert rows[4].zero == ("w",) and rows[3].zero == ("b",)
+    assert verdict(rows, 2, 1e-4) == (
+        "parity: OK (3 numeric quantities in 2 cases, max rel diff 1.00e-06; 2 config values equal)"
+    )
+    bad = compare("d: actor loss", {"": (np.float32(1.0), np.float32(1.001))})
+    config = official_parity.Row("d: config eps", 1e-5, 1e-6, 0, float("inf"), "")
+    assert verdict([*rows, config, bad], 2, 1e-4) == "parity: FAIL (d: config eps)"
+    assert verdict([*rows, bad], 2, 1e-4) == "parity: FAIL (d: actor loss)"
+    assert verdict([*rows, compare("d: nan", {"": (np.nan, np.nan)})], 2, 1e-4) == "parity: FAIL (d: nan)"
+
+
 def test_a_free_nats_case_is_refused_unless_they_clip_some_kl_values_and_not_all():
     config = {"kl.free": 0.2, "kl.balance": 0.8, "kl.free_avg": False}
     config.update({f"{part}_opt.clip": 100.0 for part in ("model", "actor", "critic")})
@@ -205,5 +230,8 @@ def test_official_parity_passes_for_every_case():
     out = subprocess.run(
         [sys.executable, "verify/official_parity.py"], cwd=ROOT, capture_output=True, text=True, timeout=1800
     )
-    assert re.search(r"^parity: OK \(\d+ quantities, max rel diff", out.stdout, re.M), out.stdout[-5000:]
+    last = out.stdout.strip().splitlines()[-1]
+    cases = len(official_parity.CASES)
+    pattern = rf"parity: OK \(\d+ numeric quantities in {cases} cases, max rel diff \S+; \d+ config values equal\)"
+    assert re.fullmatch(pattern, last), out.stdout[-5000:]
     assert out.returncode == 0

@@ -45,8 +45,8 @@ both sides. Then it compares, fp32:
 
 A case that cannot show what it is there for is refused (``parity: FAIL``): free nats that clip
 every KL value or none. Before the table the harness lists, per case, the share of KL values the
-free nats clip, the gradient norms and the updates the optimizers clipped, and the near ties
-broken.
+free nats clip, the gradient norms and the updates the optimizers clipped, the near ties broken,
+and the tensors that are zero on both sides.
 
 Every tensor is compared element by element: an element's relative difference is
 ``|ours - official| / max(|official|, FLOOR * rms(official))``, ``rms`` the root mean square of
@@ -56,7 +56,12 @@ reproduces its large entries to ~1e-5 and its small ones only absolutely). A qua
 when one of its elements differs by more than ``--tol`` (1e-4). The table gives the quantity,
 the official and our value (the root mean square over a row's tensors) and the largest relative
 difference, and a failing row names the tensor and index of it; it ends with
-``parity: OK (<n> quantities, max rel diff <x>)`` or ``parity: FAIL (<first quantity>)`` (exit 1).
+``parity: OK (<n> numeric quantities in <k> cases, max rel diff <x>; <m> config values equal)``
+or ``parity: FAIL (<first failing quantity>)`` (exit 1). ``n`` counts distinct quantities: a row
+whose tensors equal an earlier row's on both sides (the slow critic between its copies, the
+official ``train`` mode's acting where it equals ``explore``) is marked ``(= ...)`` and counts
+once, and a row that is zero on both sides is not counted; the config values are echoes of the
+two configs, counted apart.
 Before the table it lists the weights that did not map one to one (an official variable with no
 counterpart in ours, or a parameter of ours that no official variable sets), since those alone
 can explain a failure.
@@ -125,6 +130,7 @@ argument itself, so both lines compute the same gradients (checked with this har
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -1175,16 +1181,51 @@ def rel_diff(official, ours) -> tuple[float, tuple[int, ...]]:
     return float(ratio[where]), tuple(int(i) for i in where)
 
 
-def compare(name: str, tensors: dict) -> tuple:
+class Row(NamedTuple):
+    """One line of the table: a numeric quantity (:func:`compare`) or a config value (``content`` None)."""
+
+    name: str
+    official: str
+    ours: str
+    tensors: int  # how many tensors the row compares (0: a config value)
+    diff: float  # the largest relative difference; a config value: 0 if equal, else inf
+    where: str  # the tensor label and index of ``diff``
+    content: bytes | None = None  # a digest of the official and our tensors: equal rows are one quantity
+    zero: tuple[str, ...] = ()  # the labels of the tensors that are zero on both sides
+
+
+def compare(name: str, tensors: dict) -> Row:
     """One row: ``name``, the official and our root mean square over ``tensors`` ({label: (official,
     ours)}), the largest relative difference (:func:`rel_diff`) and where it is (label, index)."""
-    worst, where = -1.0, ""
+    worst, where, digest = -1.0, "", hashlib.sha256()
     for label, (o, u) in tensors.items():
         d, index = rel_diff(o, u)
         if not d <= worst:
             worst, where = d, f"{label}{list(index) if index else ''}"
+        for x in (o, u):
+            x = np.asarray(x, np.float64)
+            digest.update(repr(x.shape).encode() + x.tobytes())
+    zero = tuple(label for label, (o, u) in tensors.items() if not np.any(o) and not np.any(u))
     official, ours = zip(*tensors.values())
-    return name, summary(official), summary(ours), len(tensors), worst, where
+    return Row(name, summary(official), summary(ours), len(tensors), worst, where, digest.digest(), zero)
+
+
+def verdict(rows: list[Row], cases: int, tol: float) -> str:
+    """The last line: the first failing row, or the count of distinct numeric quantities (a row
+    whose tensors equal an earlier row's on both sides, such as the slow critic between its copies,
+    counts once; one that is zero on both sides not at all: it cannot fail), the largest relative
+    difference and the count of config values (echoes of the two configs, not quantities)."""
+    failed = [r for r in rows if not r.diff <= tol]
+    if failed:
+        return f"parity: FAIL ({failed[0].name})"
+    numeric = [r for r in rows if r.content is not None]
+    counted = {r.content for r in numeric if len(r.zero) < r.tensors}
+    configs = len(rows) - len(numeric)
+    worst = max((r.diff for r in numeric), default=0.0)
+    return (
+        f"parity: OK ({len(counted)} numeric quantities in {cases} cases, max rel diff {worst:.2e}; "
+        f"{configs} config values equal)"
+    )
 
 
 def summary(xs) -> str:
@@ -1306,7 +1347,7 @@ def compare_case(case: str, python: Path, args) -> tuple[list, list[str], list[s
     rows = rows_for(case, official, ours, spec, perms, weights_in_ours)
     for key, o, u in config_rows(package, section, official_keys, spec["config"]):
         same = o == u or (isinstance(o, (int, float)) and isinstance(u, (int, float)) and abs(o - u) <= 1e-12 * abs(o))
-        rows.append((f"{case}: config {key}", o, u, 0, 0.0 if same else float("inf"), ""))
+        rows.append(Row(f"{case}: config {key}", o, u, 0, 0.0 if same else float("inf"), ""))
     facts = [f"{case}: {fact}" for fact in case_facts(official, spec, components)]
     return rows, [f"{case}: {line}" for line in weights_in_ours.report()], facts
 
@@ -1364,16 +1405,22 @@ def main() -> None:
         for line in notes:
             print(f"  {line}")
         print()
-    width = max(len(r[0]) for r in rows)
+    zero = [f"{r.name}: {label or 'all'}" for r in rows for label in r.zero]
+    if zero:
+        print("tensors zero on both sides (a row of only these is not counted):")
+        print("\n".join(f"  {line}" for line in zero), end="\n\n")
+    width = max(len(r.name) for r in rows)
     print(f"{'quantity':<{width}}  {'official':>16}  {'ours':>16}  {'rel diff':>9}")
-    for name, o, u, _, d, where in rows:
-        flag = "" if d <= args.tol else "  <-- differs" + (f" most at {where}" if where else "")
-        print(f"{name:<{width}}  {o!s:>16}  {u!s:>16}  {d:9.2e}{flag}")
-    failed = [r for r in rows if not r[4] <= args.tol]
-    if failed:
-        print(f"parity: FAIL ({failed[0][0]})")
+    first = {}
+    for r in rows:
+        flag = "" if r.diff <= args.tol else "  <-- differs" + (f" most at {r.where}" if r.where else "")
+        if r.content is not None and first.setdefault(r.content, r.name) != r.name:
+            flag += f"  (= {first[r.content].split(': ', 1)[1]})"
+        print(f"{r.name:<{width}}  {r.official!s:>16}  {r.ours!s:>16}  {r.diff:9.2e}{flag}")
+    line = verdict(rows, len(args.cases), args.tol)
+    print(line)
+    if line.startswith("parity: FAIL"):
         sys.exit(1)
-    print(f"parity: OK ({len(rows)} quantities, max rel diff {max(r[4] for r in rows):.2e})")
 
 
 if __name__ == "__main__":
