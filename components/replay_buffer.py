@@ -33,9 +33,12 @@ vary in length); and it does not know the circular seam of a time-major
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
@@ -269,6 +272,91 @@ class ReservedMemmapStorage(LazyMemmapStorage):
         log.info("replay: reserved %s in %s for %d rows (replay.capacity)", size(needed), directory, self.max_size)
 
 
+class UndoLog:
+    """The rows a full disk replay overwrites after a checkpoint, kept so a resume from it puts them back.
+
+    Once the circular storage is full, every new step overwrites the oldest stored one: a run
+    killed some steps after a checkpoint has overwritten rows that the checkpoint's replay still
+    holds, so without them a resume would sample the killed run's steps where the checkpoint had
+    its oldest ones, and how many depends on when the kill came. Before a stored row is
+    overwritten, its old content goes to ``<replay>/undo/<rows written>.bin`` (one file per
+    checkpoint, named by the rows written when the checkpoint took the replay's state; each
+    record: the write's index, the row, the row's bytes key by key). A resume from the checkpoint
+    that opened a file writes back the records of that file and of the later ones, newest first,
+    so every row is as the checkpoint left it. The files of the checkpoint before the newest are
+    kept (the newest one's write may have been cut short), older ones are removed: about two
+    checkpoint intervals of rows at most. A record cut short by a kill is the last of its file
+    and is ignored: its row had not been touched yet.
+    """
+
+    HEADER = struct.Struct("<qq")  # the write's index (rows written before it), the storage row
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.start: int | None = None  # rows written when the file being appended to was opened
+        self._fd: int | None = None
+        self._columns: list[np.ndarray] | None = None  # the storage's memory-mapped arrays, by key
+
+    def _path(self, start: int) -> Path:
+        return self.directory / f"{start:012d}.bin"
+
+    def _starts(self) -> list[int]:
+        return sorted(int(p.stem) for p in self.directory.glob("*.bin")) if self.directory.is_dir() else []
+
+    def begin(self, start: int, keep: int | None = None) -> None:
+        """Append from now on to the (emptied) file of ``start``; remove every other file but ``keep``'s."""
+        if self._fd is not None:
+            os.close(self._fd)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for old in reversed(self._starts()):  # the newest first: the files left stay a restorable prefix
+            if old not in (start, keep):
+                self._path(old).unlink()
+        self._fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
+        self.start = start
+
+    def keep(self, write: int, row: int, rows: TensorDict) -> None:
+        """Note storage row ``row`` of ``rows`` (the whole storage) before write number ``write`` replaces it."""
+        if self._columns is None:  # numpy views: indexing a MemoryMappedTensor costs more than the write
+            self._columns = [rows.get(key).numpy() for key in sorted(rows.keys(True, True), key=str)]
+        record = self.HEADER.pack(write, row) + b"".join(column[row].tobytes() for column in self._columns)
+        with writing("replay", self.directory, len(record)):
+            os.write(self._fd, record)  # one write: in the OS's hands before the row changes, a kill loses none
+
+    def restore(self, rows: TensorDict, written: int, full: bool) -> int:
+        """Put back the rows overwritten since ``written`` rows (a checkpoint's); returns how many records.
+
+        Without a file opened at ``written`` (a checkpoint older than the newest two, or a run from
+        before this log) the rows overwritten since cannot come back; a warning says so when the
+        storage was ``full`` then or other files show that the run went on.
+        """
+        starts = [start for start in self._starts() if start >= written]
+        if written not in starts:
+            if full or starts:
+                log.warning(
+                    "replay: the rows overwritten after this checkpoint were not kept (only those after the "
+                    "newest two checkpoints are): some of its oldest rows hold newer steps"
+                )
+            self.begin(written)
+            return 0
+        keys = sorted(rows.keys(True, True), key=str)
+        shapes = [(rows.get(k).shape[1:], rows.get(k).dtype) for k in keys]
+        sizes = [torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes]
+        record = self.HEADER.size + sum(sizes)
+        records = []
+        for start in starts:
+            data = self._path(start).read_bytes()
+            records += [data[i : i + record] for i in range(0, len(data) - record + 1, record)]
+        for data in reversed(records):
+            _, row = self.HEADER.unpack_from(data)
+            offset = self.HEADER.size
+            for key, (shape, dtype), n in zip(keys, shapes, sizes):
+                value = torch.frombuffer(bytearray(data[offset : offset + n]), dtype=dtype).reshape(shape)
+                rows.get(key)[row] = value
+                offset += n
+        self.begin(written)  # the restored rows stand; what is overwritten from here is logged afresh
+        return len(records)
+
+
 class Replay:
     """Experience storage the recipe adds vector-env steps to and samples ``[B, T]`` batches from.
 
@@ -290,12 +378,19 @@ class Replay:
             rows_storage = LazyTensorStorage(rows)
         self.buffer = ReplayBuffer(storage=rows_storage, sampler=sampler, writer=RoundRobinWriter(), batch_size=None)
         self.num_envs, self.length, self.directory = num_envs, length, directory
+        self.undo = UndoLog(Path(directory) / "undo") if storage == "disk" else None
 
     def add(self, step: TensorDict) -> None:
         """Store one vector-env step (batch ``[num_envs]``)."""
         # One storage element, written at an int cursor: a plain row copy. ``extend(step[None])``
         # writes through a tensor index (index_put, ~5x slower for images), and the public
         # ``add`` warns about the [num_envs] batch it cannot tell is our element shape.
+        storage, writer = self.buffer.storage, self.buffer.writer
+        if self.undo is not None:
+            if self.undo.start is None:  # a fresh replay: what a run killed before it kept is stale
+                self.undo.begin(writer._write_count)
+            if storage.initialized and len(storage) == storage.max_size:  # the row at the cursor is stored
+                self.undo.keep(writer._write_count, writer._cursor, storage._storage)
         self.buffer._add(step)
 
     def sample(self, batch: int) -> TensorDict:
@@ -320,6 +415,9 @@ class Replay:
     def state_dict(self) -> dict[str, Any]:
         """Sampler generator, writer cursor, stored length and step layout (no data)."""
         storage = self.buffer.storage
+        if self.undo is not None and self.undo.start is not None and self.undo.start != self.buffer.writer._write_count:
+            # this checkpoint's own file; the previous checkpoint's is kept until the next one
+            self.undo.begin(self.buffer.writer._write_count, keep=self.undo.start)
         layout = None
         if storage.initialized:
             row = storage._storage[0]  # one stored row, [num_envs]: only shapes and dtypes are kept
@@ -354,4 +452,9 @@ class Replay:
         self.buffer.writer.load_state_dict(state["writer"])
         storage._len = state["steps"]
         storage._set_last_cursor((state["writer"]["_cursor"] - 1) % storage.max_size)
+        restored = self.undo.restore(
+            storage._storage, state["writer"]["_write_count"], state["steps"] == storage.max_size
+        )
+        if restored:
+            log.info("replay: %d rows overwritten after the checkpoint put back", restored)
         return True

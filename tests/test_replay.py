@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 
@@ -294,6 +295,64 @@ def test_disk_replay_reopens_after_wrapping_around(tmp_path):
     )
     t = torch.cat([reopened.sample(64)["t"] for _ in range(20)])
     assert t.min() == 28 and t.max() == 47  # step 47 overwrote the oldest, step 27
+
+
+def stored_t(replay) -> list[int]:
+    """The ``t`` of every storage row, row by row (not oldest first)."""
+    return replay.buffer.storage._storage.get("t")[:, 0].tolist()
+
+
+def test_a_disk_replay_resumed_from_a_checkpoint_gets_back_the_rows_overwritten_after_it(tmp_path, caplog):
+    """The ring is full: each step after a checkpoint overwrites a row the checkpoint holds (UndoLog)."""
+    cfg = ReplayConfig(capacity=8, storage="disk")
+
+    def run(replay, ts):
+        for t in ts:
+            flags = {"is_first": torch.tensor([t == 0]), "is_last": torch.tensor([False])}
+            replay.add(TensorDict({"t": torch.tensor([t]), **flags, "reward": torch.zeros(1)}, batch_size=[1]))
+
+    def files(directory):
+        return sorted(int(p.stem) for p in (directory / "undo").iterdir())
+
+    replay = uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "a"))
+    run(replay, range(10))  # rows 0-7 hold t = 8, 9, 2, ..., 7
+    first = replay.state_dict()
+    run(replay, range(10, 13))  # rows 2-4: 10, 11, 12
+    second = replay.state_dict()  # say its file was cut short by a kill: the resume takes the first
+    run(replay, range(13, 18))  # rows 5-7, 0, 1: 13, ..., 17; the kill comes here
+    assert stored_t(replay) == [16, 17, 10, 11, 12, 13, 14, 15] and files(tmp_path / "a") == [10, 13]
+    with open(tmp_path / "a" / "undo" / f"{13:012d}.bin", "ab") as f:  # a record cut short by the kill: ignored
+        f.write(b"\x01" * 20)
+    for _ in range(2):  # the resumed run is killed again, five steps on, before its next checkpoint
+        resumed = uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "a"))
+        assert resumed.load_state_dict(first)
+        assert stored_t(resumed) == [8, 9, 2, 3, 4, 5, 6, 7]  # as the first checkpoint left them
+        assert files(tmp_path / "a") == [10]  # the later steps' records are gone with them
+        run(resumed, [30, 31, 32, 33, 34])
+    resumed = uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "a"))
+    with caplog.at_level(logging.WARNING):  # a checkpoint of the abandoned steps: its file went with them
+        assert resumed.load_state_dict(second) is True
+    assert "the rows overwritten after this checkpoint were not kept" in caplog.text
+    assert stored_t(resumed) == [8, 9, 30, 31, 32, 33, 34, 7]
+    caplog.clear()
+
+    replay = uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "b"))
+    run(replay, range(10))
+    first = replay.state_dict()
+    run(replay, range(10, 13))
+    second = replay.state_dict()
+    run(replay, range(13, 15))
+    replay.state_dict()  # a third checkpoint: the first one's records are dropped
+    run(replay, range(15, 17))
+    assert files(tmp_path / "b") == [13, 15]
+    assert uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "b")).load_state_dict(second)
+    assert stored_t(replay) == [8, 9, 10, 11, 12, 5, 6, 7]
+    replay.state_dict()  # (the same write count: no new file)
+    old = uniform(cfg, num_envs=1, length=2, directory=str(tmp_path / "b"))
+    with caplog.at_level(logging.WARNING):
+        assert old.load_state_dict(first)
+    assert "the rows overwritten after this checkpoint were not kept" in caplog.text
+    assert stored_t(old) == [8, 9, 10, 11, 12, 5, 6, 7]
 
 
 def test_memory_replay_says_its_data_did_not_come_back():
