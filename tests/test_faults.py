@@ -7,9 +7,7 @@ ignored, a write past it fails with EFBIG, which the run treats like ENOSPC.
 
 from __future__ import annotations
 
-import collections
 import csv
-import hashlib
 import logging
 import os
 import random
@@ -36,6 +34,8 @@ from runner.preflight import check_run_dir_args, cpu_cores, warn_devices
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "fault_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+from fault_worker import differences  # noqa: E402
 
 
 @contextmanager
@@ -297,17 +297,29 @@ def test_progress_bar_of_a_resume_counts_the_updates_left():
 
 
 # -- fault injection --------------------------------------------------------------------------------
-PHASES = {"prefill": (1, 30), "update": (1, 20), "checkpoint": (1, 2), "replay": (1, 20), "eval": (1, 8)}
 PREFILL, PRETRAIN = 32, 2  # debug=smoke
+EVERY, EVAL_EVERY, CAPACITY = 16, 8, 48  # agent steps between checkpoints and evaluations; replay rows
+# One kill in each phase, in this order, before any random draw. Each is made to two copies of the run,
+# A at an early moment and B at a later one, counted from the kill run's first checkpoint (prefill: from
+# its start): both resume from that checkpoint, so they must stay bitwise equal whatever the kill cut
+# short. B's moments stay before the next checkpoint (EVERY updates later, one update an agent step).
+STAGES = [
+    ("prefill", "replay 1", "prefill 30"),  # no checkpoint yet: the first row half written, or 29 rows stored
+    ("update", "update 1", "update 12"),  # the first update after it, or 11 more updates, rows and log rows
+    ("checkpoint", "checkpoint 1", "link 1"),  # the next one half written, or written but last.ckpt not moved
+    ("replay", "replay 1", "replay 12"),  # the ring is full: B has overwritten 11 more of its stored rows
+    ("eval", "eval 1", "eval 2"),  # the first evaluation after it, or the second: one evaluation row more
+]
+WALL_CLOCK = {"train/fps", "wall_s"}  # the only columns two equal runs may differ in
 
 
-def replay_rows_hash(replay_dir: Path, rows: int, capacity: int) -> str:
-    """sha256 of the first ``rows`` rows of every memory-mapped replay file."""
-    digest = hashlib.sha256()
-    for path in sorted(replay_dir.glob("*.memmap")):
-        data = path.read_bytes()
-        digest.update(data[: len(data) // capacity * rows])
-    return digest.hexdigest()
+def draw(rng: random.Random) -> tuple[str, str, str]:
+    """A kill after the fixed ones: a phase, and two moments of it between two checkpoints."""
+    phase = rng.choice([stage[0] for stage in STAGES[1:]])
+    if phase in ("update", "replay"):
+        a, b = sorted(rng.sample(range(1, EVERY), 2))
+        return phase, f"{phase} {a}", f"{phase} {b}"
+    return next(stage for stage in STAGES if stage[0] == phase)  # two evaluations, one checkpoint write
 
 
 def last_state(run_dir: Path) -> dict | None:
@@ -315,60 +327,105 @@ def last_state(run_dir: Path) -> dict | None:
     return load_checkpoint(last) if last.is_file() else None
 
 
-@pytest.mark.slow  # ~6 starts of a smoke run (2-5 min on a 2-core CPU); DK_FAULT_KILLS=20 for BENCHMARKS
-def test_a_run_killed_at_random_moments_resumes_as_one_run(tmp_path):
-    kills, seed = int(os.environ.get("DK_FAULT_KILLS", 5)), int(os.environ.get("DK_FAULT_SEED", 0))
-    rng, run_dir = random.Random(seed), tmp_path / "run"
-    steps, capacity = PREFILL + 25 * kills + 30, 4096
+def worker(moment: str, after: int, args: list[str], record: Path) -> subprocess.CompletedProcess:
+    """A run killed at ``moment`` ("<phase> <n>") once it has written ``after`` checkpoints."""
+    env = {**os.environ, "DK_FAULT_RECORD": str(record)}
+    command = [sys.executable, str(WORKER), *moment.split(), str(after), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+
+
+def log_rows(path: Path) -> list[dict]:
+    return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in rows(path)]
+
+
+def replay_files(run_dir: Path) -> dict:
+    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted((run_dir / "replay").rglob("*")) if p.is_file()}
+
+
+def check_record(record: Path) -> int:
+    """Every resume found the replay as its checkpoint had it, and restored all the checkpoint holds."""
+    saved, restores = {}, 0
+    for line in record.read_text().splitlines() if record.exists() else []:  # a kill before any checkpoint
+        what, name, *rest = line.split()
+        if what == "saved":
+            saved[name] = rest[0]
+        elif what == "loaded":
+            assert saved.get(name) == rest[0], f"the replay at {name} rows written is not as its checkpoint left it"
+        else:
+            assert not rest, f"a resume from {name} did not restore {rest[:10]} ({len(rest)} keys)"
+            restores += 1
+    return restores
+
+
+@pytest.mark.slow  # 12 starts of a smoke run (~3 min on a 2-core CPU); DK_FAULT_KILLS=20 for BENCHMARKS
+def test_where_a_kill_lands_after_a_checkpoint_does_not_matter(tmp_path):
+    kills, seed = int(os.environ.get("DK_FAULT_KILLS", len(STAGES))), int(os.environ.get("DK_FAULT_SEED", 0))
+    assert kills >= len(STAGES), f"DK_FAULT_KILLS={kills}: the first {len(STAGES)} kills are one in each phase"
+    rng = random.Random(seed)
+    stages = STAGES + [draw(rng) for _ in range(kills - len(STAGES))]
+    steps = PREFILL + EVERY * kills + 40  # each kill run passes one checkpoint; room for B's moments after the last
     overrides = [
         "recipe=dreamerv2_cartpole",
         "debug=smoke",
         "logger=csv",
         "replay.storage=disk",
-        f"replay.capacity={capacity}",
+        f"replay.capacity={CAPACITY}",  # below the run's length: the ring wraps, and a kill cuts across it
+        "behavior.return_norm.name=percentile",  # a return normaliser with state to restore
         "train.log_every=1",
         f"train.steps={steps}",
-        "train.checkpoint_every=8",
-        "eval.every=16",
+        f"train.checkpoint_every={EVERY}",
+        f"eval.every={EVAL_EVERY}",  # two evaluations between checkpoints
         "eval.during_episodes=1",
-        f"hydra.run.dir={run_dir}",
     ]
-    hashes, survived = [], []
-    for k in range(kills):
-        state = last_state(run_dir)
-        phases = [p for p in PHASES if p != "prefill" or state is None]  # prefill only before a checkpoint
-        phase = rng.choice(phases)
-        n = rng.randint(*PHASES[phase])
-        args = overrides if k == 0 else [f"resume={run_dir}"]
-        proc = subprocess.run(
-            [sys.executable, str(WORKER), phase, str(n), *args], cwd=ROOT, capture_output=True, text=True, timeout=600
-        )
-        assert proc.returncode == -signal.SIGKILL, f"kill {k} ({phase} {n}): {proc.stderr[-3000:]}"
-        survived.append(f"{phase} {n}")
-        state = last_state(run_dir)
-        if state is not None:  # what the next resume starts from must stay as it is
-            stored = state["agent"]["ranks"][0]["experience"]["replay"]["steps"]
-            hashes.append((stored, replay_rows_hash(run_dir / "replay", stored, capacity)))
-    before = last_state(run_dir)["agent"]["ranks"][0]["updates"]
-    done = subprocess.run(
-        [sys.executable, str(WORKER), "none", "0", f"resume={run_dir}"], cwd=ROOT, capture_output=True, text=True
-    )
-    assert done.returncode == 0, f"after {survived}: {done.stderr[-3000:]}"
-    updates = steps - PREFILL + PRETRAIN  # train_ratio 16 = batch 2 x length 8: one update per step
-    assert f"0/{updates - before}" in done.stdout + done.stderr  # the progress bar counts the updates left
+    runs = {name: tmp_path / name for name in "AB"}
+    records = {name: tmp_path / f"{name}.record" for name in "AB"}
+    hit, base = [], 0
+    for k, (phase, *moments) in enumerate(stages):
+        after = 0 if phase == "prefill" else 1
+        for (name, run_dir), moment in zip(runs.items(), moments):
+            args = [*overrides, f"hydra.run.dir={run_dir}"] if k == 0 else [f"resume={run_dir}"]
+            proc = worker(moment, after, args, records[name])
+            assert proc.returncode == -signal.SIGKILL, f"kill {k} ({moment} of {name}): {proc.stderr[-3000:]}"
+            check_record(records[name])  # as it goes, so that a failure names the kill after which it came
+        a, b = (last_state(run_dir) for run_dir in runs.values())
+        if phase == "prefill":
+            assert a is None and b is None
+            continue
+        # The checkpoint both were killed after, each written by a run resumed after the last kill's moments
+        assert not differences(a, b), f"kill {k} ({phase}): {differences(a, b)[:10]}"
+        stored = a["agent"]["ranks"][0]["experience"]
+        assert stored["agent_steps"] > base, f"kill {k} ({phase}) came before the run's next checkpoint"
+        base = stored["agent_steps"]
+        if phase == "replay":
+            assert stored["replay"]["steps"] == CAPACITY  # full: each row written after it overwrote a stored one
+        hit.append(f"{' / '.join(moments)} after step {base}")
 
-    final = last_state(run_dir)
-    rank = final["agent"]["ranks"][0]
+    before = last_state(runs["A"])["agent"]["ranks"][0]["updates"]
+    updates = steps - PREFILL + PRETRAIN  # train_ratio 16 = batch 2 x length 8: one update per step
+    for name, run_dir in runs.items():
+        done = worker("none 0", 0, [f"resume={run_dir}"], records[name])
+        assert done.returncode == 0, f"{name} after {hit}: {done.stderr[-3000:]}"
+        assert f"0/{updates - before}" in done.stdout + done.stderr  # the progress bar counts the updates left
+        assert not leftovers(run_dir)
+        assert check_record(records[name]) == kills - 1  # every resume but the start over after the prefill
+
+    # The two runs end equal: every tensor of the checkpoint (weights, the three optimizers' moments, slow
+    # critic, return normaliser, RNG and replay states), counters, replay files and log rows.
+    final = {name: last_state(run_dir) for name, run_dir in runs.items()}
+    assert not differences(final["A"], final["B"]), differences(final["A"], final["B"])[:10]
+    assert replay_files(runs["A"]) == replay_files(runs["B"])
+    for log in loggers.CSV_LOGS:
+        assert log_rows(runs["A"] / log) == log_rows(runs["B"] / log), log
+
+    # ... and as one run: the counters of the whole run, every log row once and none missing
+    rank, run_dir = final["A"]["agent"]["ranks"][0], runs["A"]
     assert rank["experience"]["agent_steps"] == steps and rank["updates"] == updates == rank["experience"]["updates"]
-    for stored, digest in hashes:
-        assert replay_rows_hash(run_dir / "replay", stored, capacity) == digest
     metrics = rows(run_dir / "csv" / "metrics.csv")
     assert [int(float(r["train/updates"])) for r in metrics if r.get("train/updates")] == list(range(1, updates + 1))
     episodes = [int(r["step"]) for r in metrics if r.get("episode/return")]
     assert episodes == sorted(set(episodes))
-    assert len(episodes) == rank["experience"]["episodes"] - len(final["logs"]["episodes"])
+    assert len(episodes) == rank["experience"]["episodes"] - len(final["A"]["logs"]["episodes"])
     evals = [int(r["agent_steps"]) for r in rows(run_dir / "eval" / "learning.csv")]
-    assert evals and evals == sorted(set(evals))
-    assert not leftovers(run_dir), survived
-    phases = collections.Counter(entry.split()[0] for entry in survived)
-    print(f"\nsurvived {len(survived)} kills (seed {seed}): {dict(sorted(phases.items()))}")
+    assert evals[0] <= PREFILL + EVAL_EVERY and evals == list(range(evals[0], steps + 1, EVAL_EVERY)), evals
+    assert [int(r["agent_steps"]) for r in rows(run_dir / "eval" / "episodes.csv")] == evals
+    print(f"\n{kills} kills (seed {seed}), each to two runs that end equal: " + "; ".join(hit))
