@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from pathlib import Path
 from typing import Any
 
@@ -289,7 +288,7 @@ class UndoLog:
     and is ignored: its row had not been touched yet.
     """
 
-    HEADER = struct.Struct("<qq")  # the write's index (rows written before it), the storage row
+    HEADER = np.dtype([("write", "<i8"), ("row", "<i8")])  # the write's index (rows written before it), the row
 
     def __init__(self, directory: Path):
         self.directory = directory
@@ -314,11 +313,17 @@ class UndoLog:
         self._fd = os.open(self._path(start), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND)
         self.start = start
 
+    def _arrays(self, rows: TensorDict) -> list[np.ndarray]:
+        """The storage's memory-mapped arrays, key by key: numpy views, as indexing a MemoryMappedTensor
+        costs more than the write."""
+        if self._columns is None:
+            self._columns = [rows.get(key).numpy() for key in sorted(rows.keys(True, True), key=str)]
+        return self._columns
+
     def keep(self, write: int, row: int, rows: TensorDict) -> None:
         """Note storage row ``row`` of ``rows`` (the whole storage) before write number ``write`` replaces it."""
-        if self._columns is None:  # numpy views: indexing a MemoryMappedTensor costs more than the write
-            self._columns = [rows.get(key).numpy() for key in sorted(rows.keys(True, True), key=str)]
-        record = self.HEADER.pack(write, row) + b"".join(column[row].tobytes() for column in self._columns)
+        header = np.array((write, row), self.HEADER).tobytes()
+        record = header + b"".join(column[row].tobytes() for column in self._arrays(rows))
         with writing("replay", self.directory, len(record)):
             os.write(self._fd, record)  # one write: in the OS's hands before the row changes, a kill loses none
 
@@ -338,23 +343,19 @@ class UndoLog:
                 )
             self.begin(written)
             return 0
-        keys = sorted(rows.keys(True, True), key=str)
-        shapes = [(rows.get(k).shape[1:], rows.get(k).dtype) for k in keys]
-        sizes = [torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size() for shape, dtype in shapes]
-        record = self.HEADER.size + sum(sizes)
-        records = []
-        for start in starts:
-            data = self._path(start).read_bytes()
-            records += [data[i : i + record] for i in range(0, len(data) - record + 1, record)]
-        for data in reversed(records):
-            _, row = self.HEADER.unpack_from(data)
-            offset = self.HEADER.size
-            for key, (shape, dtype), n in zip(keys, shapes, sizes):
-                value = torch.frombuffer(bytearray(data[offset : offset + n]), dtype=dtype).reshape(shape)
-                rows.get(key)[row] = value
-                offset += n
+        columns = self._arrays(rows)
+        layout = np.dtype(self.HEADER.descr + [(str(i), c.dtype, c.shape[1:]) for i, c in enumerate(columns)])
+        restored = 0
+        for start in reversed(starts):  # newest first: a row overwritten twice ends as the checkpoint had it
+            path = self._path(start)
+            count = path.stat().st_size // layout.itemsize  # leaves out a record cut short by a kill
+            if count:
+                for record in np.memmap(path, layout, "r", shape=(count,))[::-1]:
+                    for i, column in enumerate(columns):
+                        column[record["row"]] = record[str(i)]
+                restored += count
         self.begin(written)  # the restored rows stand; what is overwritten from here is logged afresh
-        return len(records)
+        return restored
 
 
 class Replay:
