@@ -238,6 +238,15 @@ class Draws:
         finally:
             self.stack.pop()
 
+    def in_role(self, name: str, fn):
+        """``fn`` (a function or method) drawing in role ``name``."""
+
+        def drawing(*args, **kwargs):
+            with self.role(name):
+                return fn(*args, **kwargs)
+
+        return drawing
+
     def current(self) -> str:
         if not self.stack:
             return "action"
@@ -400,24 +409,9 @@ def worker(workdir: Path) -> None:
     draws = Draws(spec["seed"])
     share_random_draws(tf, draws)
     rssm_cls = common.EnsembleRSSM
-    obs_step, img_step = rssm_cls.obs_step.python_function, rssm_cls.img_step.python_function
-
-    def obs_step_in_role(self, *args, **kwargs):
-        with draws.role("post"):
-            return obs_step(self, *args, **kwargs)
-
-    def img_step_in_role(self, *args, **kwargs):
-        with draws.role("prior"):
-            return img_step(self, *args, **kwargs)
-
-    rssm_cls.obs_step, rssm_cls.img_step = obs_step_in_role, img_step_in_role
-    action_noise = common.action_noise
-
-    def action_noise_in_role(*args, **kwargs):
-        with draws.role("noise"):
-            return action_noise(*args, **kwargs)
-
-    common.action_noise = action_noise_in_role
+    rssm_cls.obs_step = draws.in_role("post", rssm_cls.obs_step.python_function)
+    rssm_cls.img_step = draws.in_role("prior", rssm_cls.img_step.python_function)
+    common.action_noise = draws.in_role("noise", common.action_noise)
 
     # The observations first: the encoder takes the batch shape from the first key.
     obs_space = {key: _Space(shape) for key, shape in spec["obs"].items()}
@@ -984,22 +978,8 @@ def run_ours(run, components, inputs: dict, official: dict, spec: dict):
 
     draws = Draws(spec["seed"])
     rssm = wm.rssm
-    obs_step, img_step = rssm.obs_step, rssm.img_step
-
-    def obs_step_in_role(*args, **kwargs):
-        with draws.role("post"):
-            return obs_step(*args, **kwargs)
-
-    def img_step_in_role(*args, **kwargs):
-        with draws.role("prior"):
-            return img_step(*args, **kwargs)
-
-    rssm.obs_step, rssm.img_step = obs_step_in_role, img_step_in_role
-    action_noise = dreamer_module.action_noise
-
-    def action_noise_in_role(*args, **kwargs):
-        with draws.role("noise"):
-            return action_noise(*args, **kwargs)
+    rssm.obs_step, rssm.img_step = draws.in_role("post", rssm.obs_step), draws.in_role("prior", rssm.img_step)
+    action_noise_in_role = draws.in_role("noise", dreamer_module.action_noise)
 
     # Lightning's side of a training step, which needs a fitting trainer: the fp32 strategy's
     # backward is loss.backward(), its clip Lightning's own fp32 plugin. The backward keeps each
