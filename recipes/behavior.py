@@ -93,9 +93,12 @@ class Behavior(nn.Module):
             seq["policy"].append(policy)
         return {k: torch.stack(v, 0) for k, v in seq.items()}
 
-    def loss(self, world_model, post: dict, is_terminal: torch.Tensor, step: int):
-        """Actor and critic losses from imagination started at every posterior state.
+    def trajectory(self, world_model, post: dict, is_terminal: torch.Tensor) -> dict:
+        """Imagine from every posterior state and score the trajectory (time-major, the diagram above).
 
+        Returns :meth:`imagine`'s ``feat``, ``action`` and ``policy`` with ``reward`` and ``discount``
+        (``H + 1`` steps), ``value`` (the critic's or slow critic's, its gradient reaching the features
+        but not the critic), the lambda-return ``target`` (``H`` steps) and the critic's ``weight``.
         ``world_model`` provides ``rssm``, ``reward_head``, ``discount_head`` (or None) and, with a
         discount head, ``imagined_discount(feat)`` (:class:`recipes.world_model.WorldModel`'s)."""
         start = {k: v.detach().flatten(0, 1) for k, v in post.items()}
@@ -116,13 +119,21 @@ class Behavior(nn.Module):
         if self.cfg.return_timing == "v3":
             target = lambda_return(reward[1:], value[:-1], disc[1:], value[-1], self.cfg.lambda_)
             weight = (torch.cumprod(disc, 0) / self.cfg.discount).detach()
-            policy = self.actor.dist(seq["policy"])  # pi(.|z_t), t = 0 .. H-1
-            actor_target, baseline, action, actor_weight = target, value[:-1], seq["action"][1:], weight[:-1]
         else:
             target = lambda_return(reward[:-1], value[:-1], disc[:-1], value[-1], self.cfg.lambda_)
             weight = torch.cumprod(torch.cat([torch.ones_like(disc[:1]), disc[:-1]], 0), 0).detach()
-            policy = self.actor.dist(seq["policy"][:-1])  # pi(.|z_t), t = 0 .. H-2
-            actor_target, baseline, action, actor_weight = target[1:], value[:-2], seq["action"][1:-1], weight[:-2]
+        return {**seq, "reward": reward, "discount": disc, "value": value, "target": target, "weight": weight}
+
+    def loss(self, world_model, post: dict, is_terminal: torch.Tensor, step: int):
+        """Actor and critic losses from imagination started at every posterior state (:meth:`trajectory`)."""
+        traj = self.trajectory(world_model, post, is_terminal)
+        feat, value, target, weight = traj["feat"], traj["value"], traj["target"], traj["weight"]
+        if self.cfg.return_timing == "v3":
+            policy = self.actor.dist(traj["policy"])  # pi(.|z_t), t = 0 .. H-1
+            actor_target, baseline, action, actor_weight = target, value[:-1], traj["action"][1:], weight[:-1]
+        else:
+            policy = self.actor.dist(traj["policy"][:-1])  # pi(.|z_t), t = 0 .. H-2
+            actor_target, baseline, action, actor_weight = target[1:], value[:-2], traj["action"][1:-1], weight[:-2]
         scale = self.return_norm(target)
         objective = self.actor_grad(policy, action, actor_target / scale, baseline / scale, step)
         entropy = policy.entropy()
@@ -140,7 +151,7 @@ class Behavior(nn.Module):
             "behavior/critic_loss": critic_loss.detach(),
             "behavior/entropy": entropy.detach().mean(),
             "behavior/return": target.detach().mean(),
-            "behavior/imag_reward": reward.detach().mean(),
+            "behavior/imag_reward": traj["reward"].detach().mean(),
         }
         if torch.is_tensor(scale):
             metrics["behavior/return_scale"] = scale
