@@ -289,7 +289,7 @@ def test_dreamerv3_recipes_have_the_v1_hyperparameters(make_cfg, recipe):
     for opt in (b.actor_opt, b.critic_opt):
         assert (opt.lr, opt.eps, opt.clip, opt.wd) == (3e-5, 1e-5, 100.0, 0.0)
     assert not any(opt.keras_eps for opt in (m.opt, b.actor_opt, b.critic_opt))  # optax's eps placement
-    assert (b.horizon, b.lambda_, b.ent_scale) == (15, 0.95, 3e-4) and b.discount == pytest.approx(1 - 1 / 333)
+    assert (b.horizon, b.lambda_, b.ent_scale) == (15, 0.95, 3e-4) and b.discount == 1 - 1 / 333  # exactly, as v1
     assert (b.slow_critic_every, b.slow_critic_fraction, b.slow_target, b.slow_reg) == (1, 0.02, False, 1.0)
     assert b.return_norm == {"name": "percentile"}
     assert (run.train.batch, run.train.length, c["replay"]["capacity"]) == (16, 64, 1_000_000)
