@@ -90,8 +90,12 @@ class SymlogMSE(MSE):
     def mean(self) -> torch.Tensor:
         return symexp(self.symlog_mean)
 
+    tol = 1e-8
+    """Squared errors below this count as 0, without gradient (the official v1 ``SymlogDist``'s ``tol``)."""
+
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        return -(symlog(value) - self.symlog_mean).square().sum(self._dims)
+        distance = (symlog(value) - self.symlog_mean).square()
+        return -torch.where(distance < self.tol, 0.0, distance).sum(self._dims)
 
 
 DIST_CLASSES = {"normal": UnitNormal, "mse": MSE, "symlog_mse": SymlogMSE}

@@ -177,6 +177,11 @@ def test_vector_encoder_symlog_inputs_and_decoder_losses_by_hand():
     dist = SymlogMSE(torch.tensor([[0.0, 1.0]]), 1)
     assert dist.log_prob(torch.tensor([[math.e - 1, 0.0]])).item() == pytest.approx(-2.0)
     assert torch.allclose(dist.mean, torch.tensor([[0.0, math.e - 1]]))
+    # the official tol: a squared error below 1e-8 counts as 0, with no gradient; 4e-8 counts
+    pred = torch.tensor([[5e-5, 2e-4]], requires_grad=True)  # against a target of 0: errors 2.5e-9 and 4e-8
+    loss = -SymlogMSE(pred, 1).log_prob(torch.zeros(1, 2))
+    loss.backward()
+    assert loss.item() == pytest.approx(4e-8) and pred.grad.tolist() == [[0.0, pytest.approx(4e-4)]]
     # images: plain squared error, summed over the pixels (no 1/2, no constant)
     assert MSE(torch.full((1, 2, 2), 0.5), 3).log_prob(torch.zeros(1, 2, 2)).item() == pytest.approx(-1.0)
     decoder = build("decoder", {"name": "multi", "mlp": {"dist": "symlog_mse"}, "conv": {"dist": "mse"}},
