@@ -1,15 +1,16 @@
 """Train the official DreamerV3 (danijar/dreamerv3 at its arXiv-v1 commit ec526b9, JAX) on this CPU.
 
-    git clone https://github.com/danijar/dreamerv3 runs/official-v3-src && git -C runs/official-v3-src checkout ec526b9
-    python verify/official_v3_train.py --source runs/official-v3-src --logdir runs/official_v3/balance_s0 -- \\
+    python verify/official_v3_train.py --logdir runs/official_v3/balance_s0 -- \\
         --configs dmc_proprio --task dmc_cartpole_balance --seed 0 --run.train_ratio 32 --run.steps 50000
 
 Everything after ``--`` goes to the official ``train.py`` unchanged (its flags, its ``configs.yaml``);
 ``--jax.platform cpu --jax.precision float32 --envs.parallel none`` are added first, so later flags
 win. It writes its own logdir: ``metrics.jsonl``, ``scores.jsonl`` and the replay chunks
-(``replay/*.npz``, read by ``tools/replay_actions.py``). The official code is not on PyPI at
-that commit, so it is cloned by hand (above); it runs in its own venv (``--venv``, default
-``runs/official-v3-venv``) with ``PINS``, never as a dependency of dreamerkit. XLA gets one thread
+(``replay/*.npz``, read by ``tools/replay_actions.py``). That commit is the PyPI package
+``dreamerv3==1.1.0`` (its sdist holds the same files); it runs in its own venv (``--venv``, default
+``runs/official-v3-venv``, shared with ``verify/official_v3_parity.py``) with ``PINS`` and the
+package installed with ``--no-deps`` (its requirements pull gym 0.19, crafter and tensorflow-cpu,
+none of which the agent or the DMC envs import), never as a dependency of dreamerkit. XLA gets one thread
 (``--xla_cpu_multi_thread_eigen=false``), as the dreamerkit runs beside it get one each.
 
 What changes, and nothing in the agent:
@@ -50,6 +51,7 @@ PINS = [
     "dm-control==1.0.50",
     "mujoco==3.17.0",
 ]
+OFFICIAL = "dreamerv3==1.1.0"
 DELETE = "lambda x: hasattr(x, 'delete') and x.delete(), discarded)"
 KEEP = "lambda x: None, discarded)"
 CPU_FLAGS = ["--jax.platform", "cpu", "--jax.precision", "float32", "--envs.parallel", "none"]
@@ -62,9 +64,11 @@ def patched_source(text: str) -> str:
     return text.replace(DELETE, KEEP)
 
 
-def worker(source: Path, render: bool, argv: list[str]) -> None:
+def worker(render: bool, argv: list[str]) -> None:
     """Inside the venv: the official ``train.main(argv)`` with the three changes of the docstring."""
-    package_dir = source / "dreamerv3"
+    import importlib.util
+
+    package_dir = Path(importlib.util.find_spec("dreamerv3").origin).parent  # found, not imported
     sys.path.insert(0, str(package_dir))  # its modules import `embodied` absolutely
     package = types.ModuleType("dreamerv3")  # the package without its __init__, which imports ninjax first
     package.__path__ = [str(package_dir)]
@@ -100,21 +104,18 @@ def worker(source: Path, render: bool, argv: list[str]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", type=Path, required=True, help="a checkout of danijar/dreamerv3 at ec526b9")
     parser.add_argument("--logdir", type=Path, required=True)
     parser.add_argument("--venv", type=Path, default=ROOT / "runs" / "official-v3-venv")
     parser.add_argument("--render", choices=["true", "false"], default="false", help="render DMC frames")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     rest = [a for a in rest if a != "--"]
-    if not (args.source / "dreamerv3" / "ninjax.py").exists():
-        parser.error(f"--source {args.source} has no dreamerv3/ninjax.py: clone danijar/dreamerv3 at ec526b9 there")
     argv = [*CPU_FLAGS, *rest, "--run.logdir", str(args.logdir.absolute())]
     if args.worker:
-        return worker(args.source.absolute(), args.render == "true", argv)
-    python = ensure_venv(args.venv, PINS)
+        return worker(args.render == "true", argv)
+    python = ensure_venv(args.venv, PINS, no_deps=[OFFICIAL])
     env = {**os.environ, "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-    cmd = [str(python), __file__, "--worker", "--source", str(args.source), "--logdir", str(args.logdir)]
+    cmd = [str(python), __file__, "--worker", "--logdir", str(args.logdir)]
     cmd += ["--render", args.render, "--", *rest]
     sys.exit(subprocess.run(cmd, env=env).returncode)
 
